@@ -1,0 +1,1 @@
+"""ipywidgets for the notebooks; logic here, tested headless, one submodule per topic."""
