@@ -8,6 +8,9 @@ to the attention weights.
 
 from __future__ import annotations
 
+import math
+import statistics
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -15,7 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from llmhelpers.attention import MultiHeadAttention, check_attention_sizes
+from llmhelpers.attention import (
+    MultiHeadAttention,
+    attention_scores,
+    attention_weights,
+    check_attention_sizes,
+)
 
 IGNORE_INDEX = -100  # targets with this value do not count in the loss (PyTorch's default)
 
@@ -182,3 +190,67 @@ def train_copy_task(
     snapshots[steps] = weights
     model.eval()
     return CopyTaskResult(model, k_back, weights, accuracy, losses, snapshots)
+
+
+@torch.no_grad()
+def layer_attention(
+    model: AttentionOnlyModel,
+    ids: Tensor,
+    layer: int = 0,
+    causal: bool = True,
+    temperature: float = 1.0,
+) -> Tensor:
+    """Attention weights of one layer, ``(n_heads, seq, seq)``, for one sequence ``ids``
+    ``(seq,)``, recomputed with a chosen mask and softmax temperature.
+
+    The layers below ``layer`` run as trained (causal). In ``layer`` itself the scaled scores
+    ``q·k / sqrt(head_dim)`` are divided by ``temperature`` before the softmax: below 1 the
+    weights sharpen towards the best-matching key, above 1 they flatten towards uniform.
+    ``causal=False`` lifts the mask to show what the head would look at in the future.
+    """
+    if not 0 <= layer < len(model.layers):
+        raise ValueError(f"layer must be in [0, {len(model.layers) - 1}], got {layer}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if ids.dim() != 1 or len(ids) == 0:
+        raise ValueError(f"ids must be a non-empty 1-D tensor (seq,), got shape {tuple(ids.shape)}")
+    was_training = model.training
+    model.eval()
+    x = model.embed(ids[None])
+    for below in model.layers[:layer]:
+        x = x + below(x)
+    attention_layer = model.layers[layer]
+    queries, keys, _ = attention_layer.project_qkv(x)
+    scores = attention_scores(queries, keys) / math.sqrt(attention_layer.head_dim)
+    mask = attention_layer.build_mask(len(ids)) if causal else None
+    model.train(was_training)
+    return attention_weights(scores / temperature, mask)[0]
+
+
+def time_attention_paths(
+    batch_size: int = 8,
+    seq_len: int = 256,
+    d_model: int = 256,
+    n_heads: int = 8,
+    repeats: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Median forward time (seconds) of the explicit and the fused (SDPA) attention paths on the
+    same weights and input, and ``speedup = explicit / sdpa``."""
+    model = MultiHeadAttention(d_model, n_heads, seq_len).eval()
+    fast = MultiHeadAttention(d_model, n_heads, seq_len, use_sdpa=True).eval()
+    fast.load_state_dict(model.state_dict())
+    x = torch.randn(batch_size, seq_len, d_model, generator=torch.Generator().manual_seed(seed))
+    times = {}
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=0, atol=1e-5)
+        for name, module in (("explicit", model), ("sdpa", fast)):
+            module(x)  # warm-up
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                module(x)
+                samples.append(time.perf_counter() - start)
+            times[name] = statistics.median(samples)
+    times["speedup"] = times["explicit"] / times["sdpa"]
+    return times
