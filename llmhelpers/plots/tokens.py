@@ -85,8 +85,15 @@ def plot_token_chips(rows: dict[str, Sequence[tuple[int, str]]], title: str, wid
                 x, current = 0.0, []
                 lines.append(("", current))
             current.append((x, shown, position))
-            x += len(shown) + 0.6
-    figure, axes = plt.subplots(figsize=(12, 0.42 * len(lines) + 0.8))
+            x += len(shown) + 1.0
+    # Monospace text at 9 pt is about 0.075 inch per character; lay the axes out to match.
+    char_inches, label_inches = 0.082, 3.0
+    height = 0.36 * len(lines) + 0.7
+    figure = plt.figure(figsize=(label_inches + char_inches * (width + 3), height))
+    axes = figure.add_axes(
+        (label_inches / figure.get_figwidth(), 0.05, 1 - label_inches / figure.get_figwidth(),
+         1 - 0.6 / height)
+    )
     for row, (label, chips) in enumerate(lines):
         y = -row
         axes.text(-1, y, label, ha="right", va="center", fontsize=9, fontweight="bold")
@@ -99,7 +106,6 @@ def plot_token_chips(rows: dict[str, Sequence[tuple[int, str]]], title: str, wid
     axes.set_ylim(-len(lines) + 0.4, 0.6)
     axes.axis("off")
     axes.set_title(title)
-    figure.tight_layout()
     return figure
 
 
