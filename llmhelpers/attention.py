@@ -37,6 +37,7 @@ __all__ = [
     "CausalSelfAttention",
     "MultiHeadAttention",
     "check_attention_sizes",
+    "trace_shapes",
 ]
 
 
@@ -349,3 +350,24 @@ class MultiHeadAttention(nn.Module):
             f"context_length={self.context_length}, dropout={self.dropout}, "
             f"use_sdpa={self.use_sdpa}"
         )
+
+
+@torch.no_grad()
+def trace_shapes(mha: MultiHeadAttention, x: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Run ``mha`` on ``x`` step by step (no dropout) and return ``(step, shape)`` for every
+    intermediate tensor, from the input ``(batch, seq, d_model)`` to the output."""
+    steps: list[tuple[str, Tensor]] = [("input x", x)]
+    queries = mha.W_query(x)
+    steps.append(("queries = W_query(x)", queries))
+    q, k, v = mha.project_qkv(x)
+    steps.append(("split into heads", q))
+    scores = attention_scores(q, k) / math.sqrt(mha.head_dim)
+    steps.append(("scores = q @ k^T / sqrt(head_dim)", scores))
+    weights = attention_weights(scores, mha.build_mask(x.shape[1]))
+    steps.append(("weights = softmax(masked scores)", weights))
+    context = context_vectors(weights, v)
+    steps.append(("context = weights @ v", context))
+    merged = mha.merge_heads(context)
+    steps.append(("merge heads", merged))
+    steps.append(("output = out_proj(merged)", mha.out_proj(merged)))
+    return [(name, tuple(t.shape)) for name, t in steps]

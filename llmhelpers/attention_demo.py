@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -254,3 +255,68 @@ def time_attention_paths(
             times[name] = statistics.median(samples)
     times["speedup"] = times["explicit"] / times["sdpa"]
     return times
+
+
+@dataclass
+class NextTokenResult:
+    """What :func:`train_next_token_model` returns: the model and its loss per step."""
+
+    model: AttentionOnlyModel
+    losses: list[float]
+
+
+def train_next_token_model(
+    token_ids: Sequence[int] | Tensor,
+    vocab_size: int,
+    steps: int = 300,
+    context_length: int = 32,
+    d_model: int = 48,
+    n_heads: int = 4,
+    n_layers: int = 2,
+    batch_size: int = 16,
+    lr: float = 5e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> NextTokenResult:
+    """Train an attention-only model to predict the next token of a real text, briefly.
+
+    Random windows of ``context_length + 1`` ids from ``token_ids`` give inputs and targets
+    shifted by one. Long enough for heads to find simple habits (look at the previous token,
+    at the start, at the same word) that the attention explorer then shows.
+    """
+    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+    if len(ids) < context_length + 2:
+        raise ValueError(
+            f"token_ids has {len(ids)} tokens, need more than context_length + 1 = "
+            f"{context_length + 1}"
+        )
+    if steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    generator = torch.Generator().manual_seed(seed)
+    model = AttentionOnlyModel(vocab_size, d_model, n_heads, n_layers, context_length, seed=seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    offsets = torch.arange(context_length + 1)
+    losses = []
+    model.train()
+    for _ in tqdm(range(steps), desc="training", disable=not progress):
+        starts = torch.randint(0, len(ids) - context_length - 1, (batch_size, 1),
+                               generator=generator)
+        windows = ids[starts + offsets]
+        logits = model(windows[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, vocab_size), windows[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return NextTokenResult(model, losses)
+
+
+@torch.no_grad()
+def offset_attention_by_head(model: AttentionOnlyModel, ids: Tensor, k_back: int) -> Tensor:
+    """Mean weight every head puts on the token ``k_back`` positions back, ``(n_layers,
+    n_heads)``, over the queries of ``ids`` ``(seq,)`` (``k_back=0``: the token itself)."""
+    return torch.stack([
+        offset_attention(layer_attention(model, ids, layer), k_back).mean(-1)
+        for layer in range(len(model.layers))
+    ])

@@ -374,3 +374,18 @@ def test_wrong_input_width_and_padding_dtype_are_clear_errors():
         mha(torch.randn(1, 4, 16), padding_mask=torch.ones(1, 4))
     with pytest.raises(ValueError, match="dropout"):
         CausalSelfAttention(4, 4, context_length=4, dropout=1.5)
+
+
+def test_trace_shapes_follows_every_step():
+    mha = make_mha()
+    shapes = dict(attention.trace_shapes(mha, torch.randn(2, 5, 16)))
+    assert shapes == {
+        "input x": (2, 5, 16),
+        "queries = W_query(x)": (2, 5, 16),
+        "split into heads": (2, 4, 5, 4),
+        "scores = q @ k^T / sqrt(head_dim)": (2, 4, 5, 5),
+        "weights = softmax(masked scores)": (2, 4, 5, 5),
+        "context = weights @ v": (2, 4, 5, 4),
+        "merge heads": (2, 5, 16),
+        "output = out_proj(merged)": (2, 5, 16),
+    }

@@ -9,8 +9,12 @@ from llmhelpers.attention_demo import (
     IGNORE_INDEX,
     AttentionOnlyModel,
     copy_task_batch,
+    layer_attention,
     offset_attention,
+    offset_attention_by_head,
+    time_attention_paths,
     train_copy_task,
+    train_next_token_model,
 )
 
 
@@ -57,3 +61,41 @@ def test_attention_only_model_shapes_and_errors():
         model(torch.zeros(1, 7, dtype=torch.long))
     with pytest.raises(ValueError, match="n_layers"):
         AttentionOnlyModel(vocab_size=11, n_layers=0)
+
+
+def test_layer_attention_matches_forward_and_responds_to_its_knobs():
+    model = AttentionOnlyModel(vocab_size=20, d_model=16, n_heads=2, n_layers=2,
+                               context_length=8, seed=1).eval()
+    ids = torch.tensor([3, 1, 4, 1, 5, 9])
+    _, forward_weights = model(ids[None], return_weights=True)
+    for layer in range(2):
+        torch.testing.assert_close(layer_attention(model, ids, layer), forward_weights[layer][0])
+    open_weights = layer_attention(model, ids, 1, causal=False)
+    upper = torch.ones(6, 6, dtype=torch.bool).triu(1)
+    assert torch.all(open_weights[:, upper] > 0)
+    flat = layer_attention(model, ids, 0, causal=False, temperature=1e6)
+    torch.testing.assert_close(flat, torch.full((2, 6, 6), 1 / 6))
+    sharp = layer_attention(model, ids, 0, causal=False, temperature=1e-4)
+    assert torch.all(sharp.max(-1).values > 0.99)
+    with pytest.raises(ValueError, match="layer"):
+        layer_attention(model, ids, 2)
+    with pytest.raises(ValueError, match="temperature"):
+        layer_attention(model, ids, 0, temperature=0)
+    assert offset_attention_by_head(model, ids, 1).shape == (2, 2)
+
+
+def test_next_token_training_lowers_the_loss_on_a_repeating_text():
+    text_ids = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7] * 40)
+    result = train_next_token_model(text_ids, vocab_size=8, steps=60, context_length=8,
+                                    d_model=16, n_heads=2, batch_size=8, progress=False)
+    assert sum(result.losses[-5:]) / 5 < 0.2 * result.losses[0]
+    logits = result.model(text_ids[None, :8])
+    assert torch.equal(logits.argmax(-1)[0], torch.tensor([1, 2, 3, 4, 5, 6, 7, 0]))
+    with pytest.raises(ValueError, match="context_length"):
+        train_next_token_model(text_ids[:5], vocab_size=8, context_length=8)
+
+
+def test_timing_helper_checks_equality_and_reports_a_ratio():
+    times = time_attention_paths(batch_size=1, seq_len=8, d_model=8, n_heads=2, repeats=2)
+    assert set(times) == {"explicit", "sdpa", "speedup"}
+    assert times["speedup"] == pytest.approx(times["explicit"] / times["sdpa"])
