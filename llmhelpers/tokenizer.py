@@ -57,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import operator
 import os
 import tempfile
 import warnings
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Literal
 
 import regex
+from tqdm.auto import tqdm
 
 ENDOFTEXT = "<|endoftext|>"
 UNKNOWN = "<|unk|>"
@@ -194,11 +196,12 @@ class WordTokenizer:
 
 
 def _checked_id(token_id: object, n_vocab: int) -> int:
-    if isinstance(token_id, bool):
-        raise TypeError(f"token ids must be integers, got {token_id!r}")
+    """``token_id`` as an int in ``[0, n_vocab)``, or a clear error naming it."""
     try:
-        index = int(token_id.__index__())  # type: ignore[attr-defined]
-    except AttributeError:
+        if isinstance(token_id, bool):
+            raise TypeError
+        index = operator.index(token_id)  # ints, numpy ints, 0-d integer tensors
+    except TypeError:
         raise TypeError(f"token ids must be integers, got {token_id!r}") from None
     if not 0 <= index < n_vocab:
         raise ValueError(f"token id {index} does not exist (valid ids: 0..{n_vocab - 1})")
@@ -276,13 +279,27 @@ class TrainingLog:
 
 @dataclass
 class TrainingCorpus:
-    """The training text as its distinct chunks (in order of first appearance) and counts."""
+    """The training text as its distinct chunks (in order of first appearance) and counts.
+
+    Token ids are 0..255 for bytes, then 256, 257, ... in the order merges are added.
+    """
 
     words: list[list[int]]  # each chunk as a list of token ids, updated as merges happen
     freqs: list[int]  # how often each chunk occurs in the text
     vocab: dict[int, bytes]  # token id -> bytes, grows with every merge
 
+    @classmethod
+    def from_text(cls, text: str, pattern: str = GPT2_SPLIT_PATTERN) -> TrainingCorpus:
+        """Pre-split ``text``; each distinct chunk is kept once, as bytes, with its count."""
+        chunk_counts = Counter(regex.findall(pattern, text))  # keeps first-appearance order
+        return cls(
+            words=[list(chunk.encode("utf-8")) for chunk in chunk_counts],
+            freqs=list(chunk_counts.values()),
+            vocab={b: bytes([b]) for b in range(256)},
+        )
+
     def n_tokens(self) -> int:
+        """Length of the whole text in tokens (each chunk counted as often as it occurs)."""
         return sum(len(word) * freq for word, freq in zip(self.words, self.freqs))
 
     def is_known(self, pair: Pair) -> bool:
@@ -302,8 +319,9 @@ class TrainingCorpus:
         self.merges: list[tuple[int, int, int]] = []
 
 
-# A merge learner changes ``corpus`` in place and returns [(pair, count)] in the order learned.
-# ``on_merge(pair, new_id, count, n_replaced)`` is called after every merge.
+# A merge learner adds up to ``n_merges`` tokens to a ``TrainingCorpus`` and, after each merge,
+# calls ``on_merge(pair, new_id, count, n_replaced)``: the pair, its new id, how often the pair
+# occurred and how many tokens the text lost (occurrences replaced, times chunk frequency).
 MergeCallback = Callable[[Pair, int, int, int], None]
 
 
@@ -443,6 +461,10 @@ class BPETokenizer:
                 raise ValueError(f"merge {pair} -> {new_id} uses an id not defined before it")
             if new_id in self.vocab:
                 raise ValueError(f"merge {pair} -> {new_id}: id {new_id} is already used")
+            if self.merges and new_id < max(self.merges.values()):
+                # the encoder uses ids as merge priorities, so they must follow merge order
+                raise ValueError(f"merge {pair} -> {new_id}: merge ids must increase in the "
+                                 "order the merges were learned")
             self.vocab[new_id] = self.vocab[pair[0]] + self.vocab[pair[1]]
             self.merges[pair] = new_id
         self.ranks: dict[bytes, int] = {b: i for i, b in self.vocab.items()}
@@ -450,7 +472,9 @@ class BPETokenizer:
             raise ValueError("two tokens have the same bytes; every token's bytes must be unique")
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
         for token, token_id in self.special_tokens.items():
-            if _as_id(token_id, "special_tokens") in self.vocab or not token:
+            if not isinstance(token, str) or not token:
+                raise ValueError(f"special tokens must be non-empty strings, got {token!r}")
+            if _as_id(token_id, "special_tokens") in self.vocab:
                 raise ValueError(f"special token {token!r} has an id already used: {token_id}")
         if len(set(self.special_tokens.values())) != len(self.special_tokens):
             raise ValueError("special tokens must have distinct ids")
@@ -504,17 +528,13 @@ class BPETokenizer:
             raise ValueError(f"vocab_size must be >= 256 (the byte tokens), got {vocab_size}")
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if isinstance(special_tokens, str):
+            raise TypeError(f"special_tokens must be a sequence of strings, e.g. "
+                            f"({special_tokens!r},), got the string {special_tokens!r}")
 
-        chunk_counts = Counter(regex.findall(pattern, text))  # keeps first-appearance order
-        corpus = TrainingCorpus(
-            words=[list(chunk.encode("utf-8")) for chunk in chunk_counts],
-            freqs=list(chunk_counts.values()),
-            vocab={b: bytes([b]) for b in range(256)},
-        )
+        corpus = TrainingCorpus.from_text(_without_lone_surrogates(text), pattern)
         log = TrainingLog(n_chars=len(text), n_bytes=corpus.n_tokens())
         n_merges = vocab_size - 256
-
-        from tqdm.auto import tqdm
 
         bar = tqdm(total=n_merges, desc="BPE merges", disable=not progress)
 
