@@ -1,0 +1,377 @@
+"""Saving and loading training checkpoints: safetensors for tensors, JSON for everything else.
+
+A checkpoint is a directory holding three files:
+
+* ``model-<tag>.safetensors``: the model's weights (enough on its own to generate text);
+* ``state-<tag>.safetensors``: the optimizer's tensors and the random generators' states;
+* ``checkpoint.json``: the model config, tokenizer identity, step, history, the optimizer's
+  hyper-parameters, the Python/NumPy random states and the names of the two tensor files.
+
+Nothing is ever unpickled: safetensors stores raw tensors and JSON stores plain values, so
+loading a checkpoint from someone else cannot run their code.
+
+Saving is atomic. The tensor files get fresh names, and ``checkpoint.json`` is replaced last
+with ``os.replace`` (a single atomic rename). A save interrupted at any point leaves the old
+``checkpoint.json`` pointing at the old, untouched tensor files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+MANIFEST = "checkpoint.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, or does not fit the model it is loaded into."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What ``load_checkpoint`` returns: the model plus everything saved with it."""
+
+    model: nn.Module
+    config: Any
+    step: int
+    history: dict | None
+    tokenizer: dict | None
+    train_config: dict | None
+    extra: dict = field(default_factory=dict)
+    optimizer_state: dict | None = None
+    rng_state: dict | None = None
+
+
+# ---------------------------------------------------------------- writing files atomically
+def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(temporary_path)``, flush it to disk, then rename it onto ``path``."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp_name)
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=1)
+    _write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- model tensors
+def config_to_dict(config: Any) -> dict:
+    """A model config as plain JSON values."""
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return dict(config)
+    raise TypeError(f"config must be a dataclass or dict, got {type(config).__name__}")
+
+
+def unique_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The model's tensors with tied copies removed, and a map ``alias -> saved name``.
+
+    safetensors refuses two names for one piece of memory (a tied output head shares the
+    token embedding), so each shared tensor is saved once under its first name.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
+        if tensor.numel() > 0 and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = tensor.detach().cpu().contiguous()
+    return tensors, aliases
+
+
+def _config_differences(saved: dict, current: dict) -> list[str]:
+    absent = "<absent>"
+    return [
+        f"{name}: checkpoint {saved.get(name, absent)!r}, model {current.get(name, absent)!r}"
+        for name in sorted(set(saved) | set(current))
+        if saved.get(name) != current.get(name)
+    ]
+
+
+def load_model_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy ``tensors`` into ``model``; any missing, unexpected or misshapen name is an error."""
+    expected, _ = unique_state_dict(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    misshapen = [
+        f"{name}: checkpoint {tuple(tensors[name].shape)}, model {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(tensors))
+        if tensors[name].shape != expected[name].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing from the checkpoint: {missing}")
+    if unexpected:
+        problems.append(f"not in the model: {unexpected}")
+    if misshapen:
+        problems.append("different shapes: " + "; ".join(misshapen))
+    if problems:
+        raise CheckpointError(
+            "the checkpoint's tensors do not fit the model: " + " | ".join(problems)
+        )
+    with torch.no_grad():
+        own = model.state_dict()
+        for name, tensor in tensors.items():
+            own[name].copy_(tensor)
+
+
+# ---------------------------------------------------------------- optimizer state
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split ``optimizer.state_dict()`` into tensors (safetensors) and plain values (JSON)."""
+    state_dict = optimizer.state_dict()
+    tensors, plain = {}, {}
+    for index, values in state_dict["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain[f"{index}.{key}"] = value
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
+        for group in state_dict["param_groups"]
+    ]
+    return tensors, {"param_groups": groups, "state_values": plain}
+
+
+def _optimizer_from_files(tensors: dict, plain: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = tensor
+    for name, value in plain["state_values"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    groups = [
+        {k: (tuple(v) if k == "betas" else v) for k, v in group.items()}
+        for group in plain["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
+
+
+# ---------------------------------------------------------------- random generators
+def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    """The torch (CPU and CUDA), NumPy and Python random states: tensors and JSON parts."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = state
+    version, mt_state, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    plain = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],
+    }
+    return tensors, plain
+
+
+def restore_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
+    """Put back the random states saved by ``capture_rng_state``."""
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    version, mt_state, gauss = plain["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    kind, keys, position, has_gauss, cached = plain["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+
+
+# ---------------------------------------------------------------- save / load
+def save_checkpoint(
+    directory: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    step: int = 0,
+    history: dict | None = None,
+    tokenizer: dict | None = None,
+    train_config: dict | None = None,
+    extra: dict | None = None,
+    save_rng: bool = True,
+) -> Path:
+    """Write a checkpoint directory atomically and return its path.
+
+    ``model`` must have a ``config`` (a dataclass). ``tokenizer`` is an identity dict (see
+    ``llmhelpers.train.tokenizer_identity``); ``history`` and ``train_config`` plain dicts.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = getattr(model, "config", None)
+    if config is None:
+        raise TypeError("model must have a .config (e.g. llmhelpers.model.GPTModel)")
+
+    tag = f"{step:08d}-{secrets.token_hex(4)}"
+    model_file, state_file = f"model-{tag}.safetensors", f"state-{tag}.safetensors"
+    weights, aliases = unique_state_dict(model)
+    _write_atomically(directory / model_file, lambda tmp: save_file(weights, tmp))
+
+    state_tensors: dict[str, torch.Tensor] = {}
+    optimizer_plain = None
+    if optimizer is not None:
+        optimizer_tensors, optimizer_plain = _optimizer_to_files(optimizer)
+        state_tensors.update(optimizer_tensors)
+    rng_plain = None
+    if save_rng:
+        rng_tensors, rng_plain = capture_rng_state()
+        state_tensors.update(rng_tensors)
+    if not state_tensors:  # safetensors needs at least one tensor to be a useful file
+        state_tensors["empty"] = torch.zeros(0)
+    _write_atomically(directory / state_file, lambda tmp: save_file(state_tensors, tmp))
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "files": {
+            "model": model_file,
+            "state": state_file,
+            "sha256": {
+                model_file: _sha256_file(directory / model_file),
+                state_file: _sha256_file(directory / state_file),
+            },
+        },
+        "model_class": type(model).__name__,
+        "model_config": config_to_dict(config),
+        "tied_aliases": aliases,
+        "step": int(step),
+        "history": history,
+        "tokenizer": tokenizer,
+        "train_config": train_config,
+        "optimizer": optimizer_plain,
+        "rng": rng_plain,
+        "extra": extra or {},
+    }
+    _write_json_atomically(directory / MANIFEST, manifest)  # the commit point
+    _remove_stale_files(directory, keep={model_file, state_file})
+    return directory
+
+
+def _remove_stale_files(directory: Path, keep: set[str]) -> None:
+    for pattern in ("model-*.safetensors", "state-*.safetensors"):
+        for path in directory.glob(pattern):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The JSON part of a checkpoint (no tensors loaded)."""
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {Path(directory)}: {MANIFEST} is missing")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"unsupported checkpoint format_version {manifest.get('format_version')!r} "
+            f"(this code reads {FORMAT_VERSION})"
+        )
+    return manifest
+
+
+def _load_tensor_file(directory: Path, name: str, manifest: dict) -> dict[str, torch.Tensor]:
+    path = directory / name
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} is missing")
+    expected = manifest["files"]["sha256"][name]
+    if _sha256_file(path) != expected:
+        raise CheckpointError(f"checkpoint file {path} is damaged (SHA-256 does not match)")
+    return load_file(path, device="cpu")
+
+
+def load_checkpoint(
+    directory: str | os.PathLike,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    restore_rng: bool = False,
+) -> LoadedCheckpoint:
+    """Load a checkpoint, into ``model`` if given (its config must match) or a new GPTModel.
+
+    With ``optimizer`` its state is restored too; ``restore_rng=True`` puts back the random
+    generators (for an exact resume). A config or tensor mismatch raises ``CheckpointError``
+    naming every field or tensor that differs.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    saved_config = manifest["model_config"]
+    if model is None:
+        from llmhelpers.model import GPTConfig, GPTModel
+
+        model = GPTModel(GPTConfig.from_dict(saved_config))
+        config = model.config
+    else:
+        config = getattr(model, "config", None)
+        if config is not None:
+            differences = _config_differences(saved_config, config_to_dict(config))
+            if differences:
+                raise CheckpointError(
+                    "the checkpoint was saved from a model with a different config: "
+                    + "; ".join(differences)
+                )
+    device = next(model.parameters()).device
+    load_model_tensors(model, _load_tensor_file(directory, manifest["files"]["model"], manifest))
+    model.to(device)
+
+    state_tensors = _load_tensor_file(directory, manifest["files"]["state"], manifest)
+    optimizer_state = None
+    if manifest.get("optimizer") is not None:
+        optimizer_state = _optimizer_from_files(state_tensors, manifest["optimizer"])
+    if optimizer is not None:
+        if optimizer_state is None:
+            raise CheckpointError(f"the checkpoint at {directory} has no optimizer state")
+        optimizer.load_state_dict(optimizer_state)
+    rng_state = None
+    if manifest.get("rng") is not None:
+        rng_state = {
+            "tensors": {k: v for k, v in state_tensors.items() if k.startswith("rng.")},
+            "plain": manifest["rng"],
+        }
+    if restore_rng:
+        if rng_state is None:
+            raise CheckpointError(f"the checkpoint at {directory} has no random state")
+        restore_rng_state(rng_state["tensors"], rng_state["plain"])
+
+    return LoadedCheckpoint(
+        model=model,
+        config=config,
+        step=manifest["step"],
+        history=manifest.get("history"),
+        tokenizer=manifest.get("tokenizer"),
+        train_config=manifest.get("train_config"),
+        extra=manifest.get("extra") or {},
+        optimizer_state=optimizer_state,
+        rng_state=rng_state,
+    )

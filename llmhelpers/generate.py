@@ -1,0 +1,270 @@
+"""Turning a trained model into text: one token at a time, greedy or sampled.
+
+Each step feeds the last ``context_length`` ids to the model, takes the logits of the last
+position, turns them into a probability distribution and picks the next id. The knobs:
+
+* ``temperature`` divides the logits before the softmax: below 1 sharpens, above 1 flattens,
+  and exactly 0 means greedy decoding (always the most likely id).
+* ``top_k`` keeps only the ``k`` most likely ids (``None`` = off; larger than the vocabulary =
+  no filtering).
+* ``top_p`` (nucleus sampling) keeps the smallest set of most likely ids whose probabilities
+  add up to at least ``p``; the id that crosses ``p`` is kept, so the set is never empty.
+
+They apply in that order: temperature, then top-k, then top-p on the tempered distribution.
+Sampling uses its own seeded ``torch.Generator``, so it never disturbs the global random state
+(and a training run that prints samples stays reproducible).
+
+Command line: ``python -m llmhelpers.generate CHECKPOINT_DIR --prompt "ROMEO:"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+
+def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not isinstance(temperature, (int, float)) or math.isnan(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+        raise TypeError(f"top_k must be an int or None (None = off), got {top_k!r}")
+    if top_k is not None and top_k <= 0:
+        raise ValueError(f"top_k must be >= 1, or None to switch it off; got {top_k}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1], or None to switch it off; got {top_p!r}")
+
+
+def next_token_probs(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    vocab_size: int | None = None,
+) -> torch.Tensor:
+    """The distribution the next id is drawn from: ``(..., vocab)`` logits -> probabilities.
+
+    ``vocab_size`` (when the output layer is wider than the real vocabulary, e.g. padded to a
+    multiple of 64) gives the padding ids probability exactly 0. ``temperature=0`` returns a
+    one-hot vector on the argmax. Computed in float32; the result has no NaN or inf.
+    """
+    _check_sampling_args(temperature, top_k, top_p)
+    logits = logits.detach().float()
+    width = logits.shape[-1]
+    if vocab_size is not None:
+        if not 1 <= vocab_size <= width:
+            raise ValueError(
+                f"vocab_size must be in [1, {width}] (the logits' width), got {vocab_size}"
+            )
+        if vocab_size < width:
+            logits = logits.clone()
+            logits[..., vocab_size:] = -math.inf
+    if temperature == 0:
+        greedy = logits.argmax(dim=-1, keepdim=True)
+        return torch.zeros_like(logits).scatter_(-1, greedy, 1.0)
+
+    # Subtracting the maximum first keeps every value <= 0, so even temperature=1e-6 cannot
+    # overflow to inf (and inf - inf would be NaN).
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kept = torch.topk(logits, top_k, dim=-1).indices
+        keep_mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, kept, True)
+        logits = logits.masked_fill(~keep_mask, -math.inf)
+    probs = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        keep_sorted = mass_before < top_p  # the first id always has mass_before == 0
+        keep_mask = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
+        probs = probs.masked_fill(~keep_mask, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    vocab_size: int | None = None,
+) -> int:
+    """Pick one id from ``(vocab,)`` logits (greedy when ``temperature == 0``)."""
+    if logits.dim() != 1:
+        raise ValueError(f"logits must have shape (vocab,), got {tuple(logits.shape)}")
+    probs = next_token_probs(logits, temperature, top_k, top_p, vocab_size)
+    if temperature == 0:
+        return int(probs.argmax())
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def model_vocab_size(model: nn.Module) -> int | None:
+    """The number of real token ids the model can emit (``valid_vocab_size`` when the output
+    layer is padded wider than the tokenizer's vocabulary), if its config says so."""
+    config = getattr(model, "config", None)
+    valid = getattr(config, "valid_vocab_size", None)
+    return valid if valid is not None else getattr(config, "vocab_size", None)
+
+
+def model_context_length(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    context_length = getattr(config, "context_length", None)
+    if context_length is None:
+        raise ValueError("the model needs a config with context_length to generate")
+    return int(context_length)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _as_prompt(ids: Sequence[int] | torch.Tensor) -> list[int]:
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.dim() != 1:
+            raise ValueError(f"ids must be a 1-D prompt or (1, seq), got {tuple(ids.shape)}")
+        ids = ids.tolist()
+    ids = [int(i) for i in ids]
+    if not ids:
+        raise ValueError("the prompt is empty: ids needs at least one token id to start from")
+    return ids
+
+
+@torch.no_grad()
+def last_logits(model: nn.Module, ids: Sequence[int]) -> torch.Tensor:
+    """Logits ``(vocab,)`` for the token after ``ids``, seeing only the last ``context_length``."""
+    window = list(ids)[-model_context_length(model) :]
+    was_training = model.training
+    model.eval()
+    try:
+        batch = torch.tensor([window], dtype=torch.long, device=_model_device(model))
+        logits = model(batch)
+    finally:
+        model.train(was_training)
+    return logits[0, -1].float().cpu()
+
+
+def generate_stream(
+    model: nn.Module,
+    ids: Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    seed: int | None = None,
+) -> Iterator[int]:
+    """Yield up to ``max_new_tokens`` new ids one at a time (stops before yielding ``eos_id``).
+
+    Each step runs in eval mode without gradients and sees only the last ``context_length``
+    ids. ``seed`` makes sampling repeat; it uses a private generator.
+    """
+    _check_sampling_args(temperature, top_k, top_p)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    context = _as_prompt(ids)
+    model_context_length(model)  # fail now, not at the first next()
+    generator = torch.Generator()
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return _stream(model, context, max_new_tokens, temperature, top_k, top_p, eos_id, generator)
+
+
+def _stream(model, context, max_new_tokens, temperature, top_k, top_p, eos_id, generator):
+    vocab_size = model_vocab_size(model)
+    for _ in range(max_new_tokens):
+        logits = last_logits(model, context)
+        next_id = sample_next_token(logits, temperature, top_k, top_p, generator, vocab_size)
+        if eos_id is not None and next_id == eos_id:
+            return
+        context.append(next_id)
+        yield next_id
+
+
+def generate(
+    model: nn.Module,
+    ids: Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    seed: int | None = None,
+) -> list[int]:
+    """The prompt followed by up to ``max_new_tokens`` generated ids (see ``generate_stream``)."""
+    prompt = _as_prompt(ids)
+    stream = generate_stream(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id, seed)
+    return prompt + list(stream)
+
+
+def generate_text(
+    model: nn.Module,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop_at_eos: bool = True,
+) -> str:
+    """Encode ``prompt``, generate, and decode the whole text (prompt included)."""
+    eos_id = _eos_id(tokenizer) if stop_at_eos else None
+    ids = generate(
+        model, tokenizer.encode(prompt), max_new_tokens, temperature, top_k, top_p, eos_id, seed
+    )
+    return tokenizer.decode(ids)
+
+
+def _eos_id(tokenizer) -> int | None:
+    """The id of ``<|endoftext|>`` if the tokenizer has one."""
+    for attribute in ("eos_id", "eot_token"):
+        value = getattr(tokenizer, attribute, None)
+        if isinstance(value, int):
+            return value
+    try:
+        ids = tokenizer.encode("<|endoftext|>", allowed_special={"<|endoftext|>"})
+    except TypeError:
+        return None
+    return ids[0] if len(ids) == 1 else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m llmhelpers.generate CHECKPOINT_DIR``: print samples from a checkpoint."""
+    from llmhelpers.checkpoint import load_checkpoint
+    from llmhelpers.train import tokenizer_from_identity
+
+    parser = argparse.ArgumentParser(prog="python -m llmhelpers.generate", description=main.__doc__)
+    parser.add_argument("checkpoint", help="a directory written by python -m llmhelpers.train")
+    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-samples", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    loaded = load_checkpoint(args.checkpoint)
+    tokenizer = tokenizer_from_identity(loaded.tokenizer)
+    for i in range(args.num_samples):
+        text = generate_text(
+            loaded.model, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
+            args.top_k, args.top_p, seed=args.seed + i,
+        )
+        print(text)
+        if i + 1 < args.num_samples:
+            print("-" * 40)
+
+
+if __name__ == "__main__":
+    main()

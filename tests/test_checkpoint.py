@@ -1,0 +1,198 @@
+"""Checkpoints: safetensors + JSON, atomic saves, config and tensor checks, RNG state."""
+
+import inspect
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import llmhelpers.checkpoint as checkpoint
+from llmhelpers.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    load_model_tensors,
+    read_manifest,
+    restore_rng_state,
+    save_checkpoint,
+    unique_state_dict,
+)
+from llmhelpers.model import GPTConfig, GPTModel
+
+
+def tiny_config(**changes):
+    values = dict(vocab_size=40, context_length=8, d_model=16, n_heads=2, n_layers=2,
+                  tie_weights=True)
+    return GPTConfig(**{**values, **changes})
+
+
+def trained_pair(seed=0, steps=3, **changes):
+    """A tiny model and its AdamW optimizer after a few steps (so the optimizer has state)."""
+    torch.manual_seed(seed)
+    model = GPTModel(tiny_config(**changes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ids = torch.randint(0, 40, (2, 8))
+    for _ in range(steps):
+        loss = model(ids).logsumexp(-1).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model, optimizer
+
+
+def assert_same_weights(a, b):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_round_trip_restores_model_optimizer_and_metadata(tmp_path):
+    model, optimizer = trained_pair()
+    history = {"step": [1, 2, 3], "train_loss": [3.5, 3.2, 3.0]}
+    tokenizer = {"name": "shakespeare-bpe", "n_vocab": 40, "fingerprint": "abc"}
+    save_checkpoint(tmp_path, model, optimizer, step=3, history=history, tokenizer=tokenizer,
+                    train_config={"lr": 0.01}, extra={"note": "hi"})
+
+    torch.manual_seed(99)
+    fresh = GPTModel(tiny_config())
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    loaded = load_checkpoint(tmp_path, fresh, fresh_optimizer)
+    assert_same_weights(fresh, model)
+    original, restored = optimizer.state_dict(), fresh_optimizer.state_dict()
+    assert original["param_groups"] == restored["param_groups"]
+    for index, state in original["state"].items():
+        for key, value in state.items():
+            assert torch.equal(restored["state"][index][key], value), (index, key)
+    assert (loaded.step, loaded.history, loaded.tokenizer) == (3, history, tokenizer)
+    assert loaded.train_config == {"lr": 0.01} and loaded.extra == {"note": "hi"}
+
+
+def test_load_without_a_model_builds_one_from_the_saved_config(tmp_path):
+    model, _ = trained_pair(n_layers=3)
+    save_checkpoint(tmp_path, model, step=0)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.model.config == model.config
+    assert_same_weights(loaded.model, model)
+    ids = torch.randint(0, 40, (1, 8))
+    model.eval()
+    loaded.model.eval()
+    assert torch.equal(loaded.model(ids), model(ids))
+
+
+def test_tied_weights_are_stored_once_and_stay_tied(tmp_path):
+    model, _ = trained_pair()
+    tensors, aliases = unique_state_dict(model)
+    assert aliases == {"out_head.weight": "tok_emb.weight"}
+    assert "out_head.weight" not in tensors
+    save_checkpoint(tmp_path, model)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.model.out_head.weight is loaded.model.tok_emb.weight
+    assert torch.equal(loaded.model.out_head.weight, model.out_head.weight)
+
+
+def test_config_mismatch_names_every_differing_field(tmp_path):
+    model, _ = trained_pair()
+    save_checkpoint(tmp_path, model)
+    other = GPTModel(tiny_config(n_layers=3, dropout=0.1))
+    with pytest.raises(CheckpointError, match="n_layers: checkpoint 2, model 3") as error:
+        load_checkpoint(tmp_path, other)
+    assert "dropout: checkpoint 0.0, model 0.1" in str(error.value)
+
+
+def test_tensor_mismatch_names_missing_unexpected_and_misshapen_tensors():
+    model, _ = trained_pair()
+    tensors, _ = unique_state_dict(model)
+    tensors.pop("final_norm.bias")
+    tensors["blocks.9.extra"] = torch.zeros(3)
+    tensors["pos_emb.weight"] = torch.zeros(4, 16)
+    with pytest.raises(CheckpointError) as error:
+        load_model_tensors(model, tensors)
+    message = str(error.value)
+    assert "missing from the checkpoint: ['final_norm.bias']" in message
+    assert "not in the model: ['blocks.9.extra']" in message
+    assert "pos_emb.weight: checkpoint (4, 16), model (8, 16)" in message
+
+
+def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model, optimizer = trained_pair(steps=1)
+    save_checkpoint(tmp_path, model, optimizer, step=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    later, later_optimizer = trained_pair(steps=4)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user stopped the kernel mid-save
+
+    # 1) interrupted after the new tensor files were written, before the manifest
+    monkeypatch.setattr(checkpoint, "_write_json_atomically", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, later, later_optimizer, step=4)
+    monkeypatch.undo()
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.step == 1
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+    # 2) interrupted halfway through writing a tensor file
+    def half_write(tensors, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_file", half_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, later, later_optimizer, step=4)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path).step == 1
+    assert not list(tmp_path.glob("*.tmp")), "temporary files were left behind"
+
+    # a later good save replaces it and removes the orphaned files of the failed one
+    save_checkpoint(tmp_path, later, later_optimizer, step=4)
+    assert load_checkpoint(tmp_path).step == 4
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 3 and names[0] == "checkpoint.json", names
+
+
+def test_damaged_or_missing_files_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint.json is missing"):
+        load_checkpoint(tmp_path)
+    model, _ = trained_pair()
+    save_checkpoint(tmp_path, model)
+    model_file = tmp_path / read_manifest(tmp_path)["files"]["model"]
+    data = bytearray(model_file.read_bytes())
+    data[-1] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(tmp_path)
+
+
+def test_files_are_safetensors_and_plain_json_never_pickle(tmp_path):
+    model, optimizer = trained_pair()
+    save_checkpoint(tmp_path, model, optimizer, step=2)
+    manifest = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert manifest["model_config"] == model.config.to_dict()
+    for name in (manifest["files"]["model"], manifest["files"]["state"]):
+        header_size = int.from_bytes((tmp_path / name).read_bytes()[:8], "little")
+        json.loads((tmp_path / name).read_bytes()[8 : 8 + header_size])  # a safetensors header
+    source = inspect.getsource(checkpoint)
+    assert "torch.load" not in source and "import pickle" not in source
+
+
+def test_rng_state_round_trip():
+    tensors, plain = capture_rng_state()
+    json.dumps(plain)  # the non-tensor part is plain JSON
+    first = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng_state(tensors, json.loads(json.dumps(plain)))
+    second = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(first[0], second[0])
+    assert np.array_equal(first[1], second[1]) and first[2] == second[2]
+
+
+def test_load_can_restore_the_random_state(tmp_path):
+    model, _ = trained_pair()
+    torch.manual_seed(5)
+    save_checkpoint(tmp_path, model)
+    expected = torch.rand(4)
+    torch.manual_seed(6)
+    load_checkpoint(tmp_path, restore_rng=True)
+    assert torch.equal(torch.rand(4), expected)
