@@ -454,6 +454,7 @@ class BPETokenizer:
         else:
             items = (((left, right), new) for left, right, new in merges)
         self.merges: dict[Pair, int] = {}
+        last_id = -1
         for (left, right), new in items:
             pair = (_as_id(left, "merges"), _as_id(right, "merges"))
             new_id = _as_id(new, "merges")
@@ -461,12 +462,13 @@ class BPETokenizer:
                 raise ValueError(f"merge {pair} -> {new_id} uses an id not defined before it")
             if new_id in self.vocab:
                 raise ValueError(f"merge {pair} -> {new_id}: id {new_id} is already used")
-            if self.merges and new_id < max(self.merges.values()):
+            if new_id < last_id:
                 # the encoder uses ids as merge priorities, so they must follow merge order
                 raise ValueError(f"merge {pair} -> {new_id}: merge ids must increase in the "
                                  "order the merges were learned")
             self.vocab[new_id] = self.vocab[pair[0]] + self.vocab[pair[1]]
             self.merges[pair] = new_id
+            last_id = new_id
         self.ranks: dict[bytes, int] = {b: i for i, b in self.vocab.items()}
         if len(self.ranks) != len(self.vocab):
             raise ValueError("two tokens have the same bytes; every token's bytes must be unique")

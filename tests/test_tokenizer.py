@@ -349,6 +349,7 @@ def test_save_load_keeps_gpt2_byte_ids(gpt2_ours, gpt2_ref, tmp_path):
     (lambda d: d["merges"][0].__setitem__(3, "xx"), "shown as 'xx'"),
     (lambda d: d["merges"][1].__setitem__(2, 256), "already used"),
     (lambda d: d["merges"][0].__setitem__(0, 9999), "not defined"),
+    (lambda d: d["merges"][1].__setitem__(2, 9999), "must increase"),
     (lambda d: d["byte_ids"].__setitem__(0, 1), "256 distinct"),
     (lambda d: d.update(pattern="(unclosed"), "pattern"),
     (lambda d: d.update(special_tokens={ENDOFTEXT: 5}), "already used"),
