@@ -448,6 +448,58 @@ def greedy_continue(model: GPTModel, ids: Tensor, n_new_tokens: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# Looking inside: shapes along one forward pass, gradients per layer.
+# ---------------------------------------------------------------------------------------------
+
+
+def trace_shapes(model: GPTModel, ids: Tensor, expand_blocks: int = 1) -> list[tuple[str, tuple]]:
+    """``(module name, output shape)`` for every module, in the order they run on ``ids``.
+
+    The insides of the first ``expand_blocks`` blocks are listed; later blocks appear as one
+    line each. Attention weights are not requested, so attention shows one output shape.
+    """
+    trace: list[tuple[str, tuple]] = []
+    handles = []
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        inside_later_block = (
+            len(parts) > 2 and parts[0] == "blocks" and int(parts[1]) >= expand_blocks
+        )
+        if not name or inside_later_block or name == "blocks":
+            continue
+        if isinstance(module, nn.Dropout):
+            continue
+
+        def record(mod, inputs, output, name=name):
+            trace.append((name, tuple(output.shape)))
+
+        handles.append(module.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return trace
+
+
+def block_gradient_norms(model: GPTModel, ids: Tensor, targets: Tensor) -> list[float]:
+    """Gradient size reaching each block after one backward pass of the next-token loss.
+
+    ``ids`` and ``targets`` ``(batch, seq)``. Returns, per block, the L2 norm of the gradient
+    over all of that block's parameters. Leaves the gradients in the model.
+    """
+    model.zero_grad(set_to_none=True)
+    logits = model(ids)
+    loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    loss.backward()
+    return [
+        torch.sqrt(sum((p.grad.float() ** 2).sum() for p in block.parameters())).item()
+        for block in model.blocks
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
 # How big is it? Parameter counts, memory and FLOPs from the config alone.
 # ---------------------------------------------------------------------------------------------
 

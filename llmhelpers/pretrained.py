@@ -46,6 +46,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -280,11 +281,21 @@ def hub_reachable(timeout_s: float = 2.0) -> bool:
     """Whether the Hugging Face hub answers a TCP connection within ``timeout_s`` seconds."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
         return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+    finished, answered = threading.Event(), threading.Event()
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
+                answered.set()
+        except OSError:
+            pass
+        finally:
+            finished.set()
+
+    # A thread, because the name lookup inside create_connection ignores the timeout.
+    threading.Thread(target=connect, daemon=True).start()
+    finished.wait(timeout_s)
+    return answered.is_set()
 
 
 def download_from_hub(repo_id: str, timeout_s: float = 2.0) -> Path:

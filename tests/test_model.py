@@ -21,6 +21,7 @@ from llmhelpers.model import (
     GPTOutput,
     LayerNorm,
     TransformerBlock,
+    block_gradient_norms,
     count_parameters,
     forward_flops_per_token,
     greedy_continue,
@@ -29,6 +30,7 @@ from llmhelpers.model import (
     parameter_breakdown,
     parameter_count,
     size_report,
+    trace_shapes,
     training_flops_per_token,
     training_memory_bytes,
     weights_memory_bytes,
@@ -405,3 +407,37 @@ def test_size_report_for_gpt2_small():
     assert report["parameters"] == 124_439_808
     assert report["weights memory (bytes)"] == 4 * 124_439_808
     assert report["KV cache, full context (bytes)"] == 2 * 12 * 1024 * 768 * 4
+
+
+# --- Looking inside ---------------------------------------------------------------------------
+
+
+def test_trace_shapes_follows_the_forward_pass():
+    model = tiny_model(n_layers=3)
+    trace = dict(trace_shapes(model, torch.randint(0, 50, (2, 7))))
+    assert list(trace)[:2] == ["tok_emb", "pos_emb"]
+    assert trace["blocks.0.ff.fc_in"] == (2, 7, 64)
+    assert trace["blocks.0.attn"] == trace["blocks.2"] == (2, 7, 16)
+    assert trace["out_head"] == (2, 7, 50)
+    assert "blocks.1.ff.fc_in" not in trace  # later blocks are one line each
+    assert all(not m._forward_hooks for m in model.modules())  # hooks removed
+
+
+def test_block_gradient_norms_and_why_residuals_matter():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 65, (8, 32))
+    targets = ids.roll(-1, dims=1)
+    config = tiny_config(vocab_size=65, context_length=32, d_model=32, n_heads=4, n_layers=24)
+    torch.manual_seed(0)
+    model = GPTModel(config)
+    norms = block_gradient_norms(model, ids, targets)
+    block = model.blocks[5]
+    direct = torch.sqrt(sum((p.grad**2).sum() for p in block.parameters()))
+    assert norms[5] == pytest.approx(direct.item())
+    torch.manual_seed(0)
+    plain = GPTModel(config, residual=False)
+    plain_norms = block_gradient_norms(plain, ids, targets)
+    # With residuals the first block gets about as much gradient as the last; without, the
+    # gradient fades by orders of magnitude on its way back to the input.
+    assert norms[0] / norms[-1] > 0.5
+    assert plain_norms[0] / plain_norms[-1] < 1e-4
