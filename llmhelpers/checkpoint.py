@@ -72,7 +72,7 @@ def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
+def write_json_atomically(path: Path, data: dict) -> None:
     text = json.dumps(data, indent=1)
     _write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
@@ -275,7 +275,7 @@ def save_checkpoint(
         "rng": rng_plain,
         "extra": extra or {},
     }
-    _write_json_atomically(directory / MANIFEST, manifest)  # the commit point
+    write_json_atomically(directory / MANIFEST, manifest)  # the commit point
     _remove_stale_files(directory, keep={model_file, state_file})
     return directory
 

@@ -124,7 +124,7 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
         raise KeyboardInterrupt  # as if the user stopped the kernel mid-save
 
     # 1) interrupted after the new tensor files were written, before the manifest
-    monkeypatch.setattr(checkpoint, "_write_json_atomically", crash)
+    monkeypatch.setattr(checkpoint, "write_json_atomically", crash)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, later, later_optimizer, step=4)
     monkeypatch.undo()

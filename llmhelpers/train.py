@@ -1,0 +1,899 @@
+"""Training a GPT to predict the next token: the loss, the optimizer, the schedule and the loop.
+
+The pieces, in the order a learner meets them:
+
+* ``next_token_loss``: cross-entropy between the logits at position ``t`` and the target at
+  ``t``. The targets were already shifted by the dataset (``llmhelpers.batches``); nothing
+  here shifts again.
+* ``make_optimizer``: AdamW, with weight decay only on the weight matrices (not on biases,
+  norms or embeddings).
+* ``lr_at``: linear warm-up, then cosine decay to ``min_lr``.
+* ``Trainer``: the loop. ``train_step`` does one optimizer step (gradient accumulation,
+  clipping), ``run`` repeats it with evaluation, samples, a progress bar, callbacks and a
+  history, and stops cleanly on a user interrupt.
+
+Every run is seeded, so on a CPU it repeats exactly, and ``Trainer.save`` /
+``Trainer.from_checkpoint`` resume a run exactly where it stopped. The same code runs under
+``torchrun`` with DistributedDataParallel; see ``main`` for the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from llmhelpers.batches import SlidingWindowDataset
+from llmhelpers.checkpoint import (
+    load_checkpoint,
+    read_manifest,
+    save_checkpoint,
+    write_json_atomically,
+)
+from llmhelpers.generate import generate_text
+
+
+# ---------------------------------------------------------------- the objective
+def next_token_loss(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
+) -> torch.Tensor:
+    """Mean cross-entropy of ``targets`` under ``logits``; no shifting happens here.
+
+    ``logits``: ``(batch, seq, vocab)``; ``targets``: ``(batch, seq)`` where ``targets[b, t]``
+    is the id that should follow position ``t``. Targets equal to ``ignore_index`` are skipped.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be (batch, seq, vocab), got shape {tuple(logits.shape)}")
+    if targets.shape != logits.shape[:2]:
+        raise ValueError(
+            f"targets must be (batch, seq) = {tuple(logits.shape[:2])} to match the logits, "
+            f"got {tuple(targets.shape)}"
+        )
+    if targets.numel() == 0 or not bool((targets != ignore_index).any()):
+        raise ValueError("no targets to predict: the loss of an empty sequence is undefined")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(
+        logits.flatten(0, 1), targets.flatten().long(), ignore_index=ignore_index
+    )
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``: the effective number of equally likely choices the model hesitates between."""
+    return math.exp(loss)
+
+
+def loss_per_character(loss_per_token: float, n_tokens: int, n_characters: int) -> float:
+    """Convert a per-token loss to nats per character (to compare with character-level models)."""
+    if n_tokens <= 0 or n_characters <= 0:
+        raise ValueError(f"n_tokens and n_characters must be > 0, got {n_tokens}, {n_characters}")
+    return loss_per_token * n_tokens / n_characters
+
+
+# ---------------------------------------------------------------- configuration
+@dataclass
+class TrainConfig:
+    """How to train. ``batch_size`` is per micro-batch and per process; one optimizer step
+    sees ``batch_size * grad_accum_steps * world_size`` sequences (the global batch)."""
+
+    max_steps: int = 1200
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 40
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float | None = 1.0
+    train_stride: int = 1  # windows may start at any token: many more distinct samples
+    eval_interval: int = 100
+    eval_batches: int = 8
+    sample_interval: int = 0  # 0 = no samples during training
+    sample_prompt: str = "\n"
+    sample_tokens: int = 60
+    sample_temperature: float = 0.8
+    seed: int = 1337
+    device: str = "auto"
+    bf16_autocast: bool = False  # bfloat16 autocast, used on CUDA only
+    compile: bool = False  # torch.compile the model
+    time_limit_s: float | None = None  # stop (and finish the LR decay) after this many seconds
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "grad_accum_steps", "train_stride",
+                    "eval_interval", "eval_batches", "sample_tokens")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("warmup_steps", "sample_interval"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None (off), got {self.grad_clip}")
+        if self.sample_temperature < 0:
+            raise ValueError(f"sample_temperature must be >= 0, got {self.sample_temperature}")
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be > 0 or None, got {self.time_limit_s}")
+        known_device = self.device in ("auto", "cpu", "cuda", "mps")
+        if not known_device and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}")
+
+
+def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> float:
+    """Learning rate for ``step``: linear warm-up to ``lr``, then cosine decay to ``min_lr``.
+
+    ``progress`` (0..1) overrides how far through the decay we are (used by time-limited runs).
+    """
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if progress is None:
+        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------- optimizer and device
+def parameter_groups(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the parameters that get weight decay, and of those that do not.
+
+    Decay shrinks weights towards 0, a useful pull for the big matrices; biases and norm
+    gains (1-D) and embeddings (a lookup table, tied to the output head here) are left alone.
+    """
+    embedding_ids = {
+        id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)
+    }
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():  # shared (tied) tensors appear once
+        if not parameter.requires_grad:
+            continue
+        if parameter.dim() < 2 or id(parameter) in embedding_ids:
+            no_decay.append(name)
+        else:
+            decay.append(name)
+    return decay, no_decay
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: with and without weight decay."""
+    decay, no_decay = parameter_groups(model)
+    parameters = dict(model.named_parameters())
+    groups = [
+        {"params": [parameters[n] for n in decay], "weight_decay": config.weight_decay},
+        {"params": [parameters[n] for n in no_decay], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """CUDA if available, then Apple's MPS, then the CPU; or exactly what ``preference`` names."""
+    if preference != "auto":
+        device = torch.device(preference)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={preference!r} was asked for but CUDA is not available")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device={preference!r} was asked for but MPS is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def distributed_setup() -> tuple[int, int]:
+    """``(rank, world_size)``; under ``torchrun`` this joins the process group first."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------- batches
+class BatchSchedule:
+    """Which windows form the global batch of each step, as a pure function of the step.
+
+    Every epoch visits the windows in a fresh random order (seeded by ``seed`` and the epoch),
+    so a resumed run only needs the step number to continue with exactly the same batches.
+    """
+
+    def __init__(self, n_windows: int, global_batch_size: int, seed: int):
+        if global_batch_size > n_windows:
+            raise ValueError(
+                f"the global batch ({global_batch_size} sequences) is larger than the "
+                f"{n_windows} training windows; lower batch_size"
+            )
+        self.n_windows, self.global_batch_size, self.seed = n_windows, global_batch_size, seed
+        self.steps_per_epoch = n_windows // global_batch_size
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._order = epoch, torch.randperm(self.n_windows, generator=generator)
+        start = position * self.global_batch_size
+        return self._order[start : start + self.global_batch_size]
+
+
+def stack_windows(dataset: SlidingWindowDataset, indices: Sequence[int]):
+    """``(inputs, targets)`` of shape ``(len(indices), context_length)``."""
+    pairs = [dataset[int(i)] for i in indices]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    dataset: SlidingWindowDataset,
+    batch_size: int = 16,
+    max_batches: int | None = None,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> float:
+    """Mean next-token loss over a fixed set of windows (all of them if ``max_batches`` is None).
+
+    Runs in eval mode without gradients and puts the model back in the mode it was in.
+    """
+    n = len(dataset)
+    if max_batches is not None and max_batches * batch_size < n:
+        indices = torch.linspace(0, n - 1, max_batches * batch_size).round().long().tolist()
+    else:
+        indices = list(range(n))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(indices), batch_size):
+            inputs, targets = stack_windows(dataset, indices[start : start + batch_size])
+            with autocast or contextlib.nullcontext():
+                logits = model(inputs.to(device))
+            loss = next_token_loss(logits, targets.to(device))
+            total += float(loss) * len(inputs)
+            count += len(inputs)
+    finally:
+        model.train(was_training)
+    return total / count
+
+
+# ---------------------------------------------------------------- history
+@dataclass
+class History:
+    """Everything a run logs: per step, per evaluation, and text samples."""
+
+    step: list[int] = field(default_factory=list)
+    tokens_seen: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    tokens_per_s: list[float] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)  # {"step": int, "text": str}
+    train_seconds: float = 0.0  # time spent in training steps (not evaluation)
+    stop_reason: str | None = None  # None, "interrupted", "stopped", "time limit"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        return cls(**data)
+
+    def mean_tokens_per_second(self) -> float:
+        return self.tokens_seen[-1] / self.train_seconds if self.train_seconds else 0.0
+
+
+Callback = Callable[["Trainer", str], None]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------- the trainer
+class Trainer:
+    """Trains ``model`` on a token stream. Callbacks are called as ``callback(trainer, event)``
+    with event ``"step"``, ``"eval"``, ``"sample"`` or ``"end"`` (on rank 0 only)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_ids: Sequence[int] | torch.Tensor,
+        val_ids: Sequence[int] | torch.Tensor | None,
+        config: TrainConfig | None = None,
+        tokenizer=None,
+        callbacks: Sequence[Callback] = (),
+        tokenizer_info: dict | None = None,
+    ):
+        self.config = config = config or TrainConfig()
+        self.rank, self.world_size = distributed_setup()
+        self.device = choose_device(config.device)
+        seed_everything(config.seed + self.rank)
+        self._rng_state = self._get_torch_rng()  # this run's own random stream (dropout)
+        self._rng_active = False
+        self.model = model.to(self.device)
+        self.context_length = model.config.context_length
+        self.train_data = SlidingWindowDataset(train_ids, self.context_length, config.train_stride)
+        self.val_data = (
+            None if val_ids is None
+            else SlidingWindowDataset(val_ids, self.context_length, self.context_length)
+        )
+        self.global_batch_size = config.batch_size * config.grad_accum_steps * self.world_size
+        self.batches = BatchSchedule(len(self.train_data), self.global_batch_size, config.seed)
+        self.optimizer = make_optimizer(self.model, config)
+        self.tokenizer = tokenizer
+        self.tokenizer_info = tokenizer_info
+        self.callbacks = list(callbacks)
+        self.history = History()
+        self.step = 0
+        self.stop_requested = False
+        self.checkpoint_dir: Path | None = None  # with checkpoint_interval > 0: save every N steps
+        self.checkpoint_interval = 0
+        self.forward_model = self.model
+        if config.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        if self.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = nn.parallel.DistributedDataParallel(
+                self.forward_model, device_ids=device_ids
+            )
+
+    # -- small helpers
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        use_bf16 = self.config.bf16_autocast and self.device.type == "cuda"
+        if use_bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def micro_batches(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's share of the global batch of ``step``, cut into micro-batches."""
+        share = self.config.batch_size * self.config.grad_accum_steps
+        mine = self.batches.indices(step)[self.rank * share : (self.rank + 1) * share]
+        size = self.config.batch_size
+        for start in range(0, share, size):
+            inputs, targets = stack_windows(self.train_data, mine[start : start + size])
+            yield inputs.to(self.device), targets.to(self.device)
+
+    def _no_sync(self, last_micro_batch: bool) -> contextlib.AbstractContextManager:
+        # Under DDP, only the last micro-batch's backward all-reduces the gradients.
+        if self.world_size > 1 and not last_micro_batch:
+            return self.forward_model.no_sync()
+        return contextlib.nullcontext()
+
+    def current_lr(self) -> float:
+        progress = None
+        if self.config.time_limit_s is not None:
+            by_steps = (self.step - self.config.warmup_steps) / max(
+                1, self.config.max_steps - self.config.warmup_steps
+            )
+            progress = max(by_steps, self.history.train_seconds / self.config.time_limit_s)
+        return lr_at(self.step, self.config, progress)
+
+    def request_stop(self) -> None:
+        """Ask ``run`` to stop after the current step (the stop button calls this)."""
+        self.stop_requested = True
+
+    def _get_torch_rng(self) -> list[torch.Tensor]:
+        states = [torch.get_rng_state()]
+        if self.device.type == "cuda":
+            states.append(torch.cuda.get_rng_state(self.device))
+        return states
+
+    def _set_torch_rng(self, states: list[torch.Tensor]) -> None:
+        torch.set_rng_state(states[0])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(states[1], self.device)
+
+    @contextlib.contextmanager
+    def own_random_stream(self) -> Iterator[None]:
+        """Run with this trainer's random state (used by dropout), then put the caller's back.
+
+        So a run repeats exactly whatever else drew random numbers between calls to ``run``.
+        """
+        if self._rng_active:
+            yield
+            return
+        outside = self._get_torch_rng()
+        self._set_torch_rng(self._rng_state)
+        self._rng_active = True
+        try:
+            yield
+        finally:
+            self._rng_state = self._get_torch_rng()
+            self._set_torch_rng(outside)
+            self._rng_active = False
+
+    def _emit(self, event: str) -> None:
+        if self.is_main:
+            for callback in self.callbacks:
+                callback(self, event)
+
+    # -- one optimizer step
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer step at the current learning rate; returns ``(loss, grad_norm)``."""
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.current_lr()
+        accum = self.config.grad_accum_steps
+        loss_sum = torch.zeros((), device=self.device)
+        for i, (inputs, targets) in enumerate(self.micro_batches(self.step)):
+            with self._no_sync(last_micro_batch=i == accum - 1), self.autocast():
+                logits = self.forward_model(inputs)
+                loss = next_token_loss(logits, targets) / accum  # k small batches = 1 big one
+            loss.backward()
+            loss_sum += loss.detach()
+        if self.world_size > 1:  # report the loss of the whole global batch
+            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+        loss_value = float(loss_sum)
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDivergedError(
+                f"the training loss became {loss_value} at step {self.step}: try a lower learning "
+                f"rate (lr={self.config.lr}), a longer warm-up, or gradient clipping "
+                f"(grad_clip={self.config.grad_clip}), and check the data for bad ids"
+            )
+        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, grad_norm
+
+    # -- evaluation and samples
+    def evaluate(self, max_batches: int | None = None) -> float:
+        """Validation loss on ``eval_batches`` fixed batches (``max_batches`` overrides)."""
+        if self.val_data is None:
+            raise ValueError("this trainer has no validation data (val_ids=None)")
+        batches = self.config.eval_batches if max_batches is None else max_batches
+        return evaluate_loss(
+            self.model, self.val_data, self.config.batch_size, batches, self.autocast()
+        )
+
+    def sample(self, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
+        """Text from the model (needs a tokenizer); seeded, so it does not disturb training."""
+        if self.tokenizer is None:
+            raise ValueError("sampling needs a tokenizer: pass tokenizer= to the Trainer")
+        return generate_text(
+            self.model, self.tokenizer, self.config.sample_prompt if prompt is None else prompt,
+            max_new_tokens or self.config.sample_tokens, self.config.sample_temperature,
+            seed=self.config.seed,
+        )
+
+    # -- the loop
+    def run(self, steps: int | None = None) -> History:
+        """Train ``steps`` more steps (default: up to ``max_steps``); returns the history.
+
+        Ctrl-C (or the stop button) ends the run cleanly after the current step: the model and
+        history so far are kept. A NaN/inf loss raises ``TrainingDivergedError``.
+        """
+        cfg, history = self.config, self.history
+        end = cfg.max_steps if steps is None else min(self.step + steps, cfg.max_steps)
+        self.stop_requested, history.stop_reason = False, None
+        show = cfg.progress and self.is_main
+        bar = tqdm(total=end - self.step, desc="training", disable=not show)
+        with self.own_random_stream():
+            try:
+                while self.step < end and not self._should_stop():
+                    started = time.perf_counter()
+                    loss, grad_norm = self.train_step()
+                    self.step += 1
+                    self._log_step(loss, grad_norm, time.perf_counter() - started)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                    self._emit("step")
+                    if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
+                        self._evaluate_and_log()
+                    if cfg.sample_interval and self.step % cfg.sample_interval == 0:
+                        self._sample_and_log()
+                    if self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
+                        self.save(self.checkpoint_dir)
+            except KeyboardInterrupt:
+                self.optimizer.zero_grad(set_to_none=True)
+                history.stop_reason = "interrupted"
+            finally:
+                bar.close()
+        self._emit("end")
+        return history
+
+    def _evaluate_and_log(self) -> None:
+        if self.is_main and self.val_data is not None:
+            self.history.eval_step.append(self.step)
+            self.history.val_loss.append(self.evaluate())
+            self._emit("eval")
+
+    def _sample_and_log(self) -> None:
+        if self.is_main and self.tokenizer is not None:
+            self.history.samples.append({"step": self.step, "text": self.sample()})
+            self._emit("sample")
+
+    def _log_step(self, loss: float, grad_norm: float, seconds: float) -> None:
+        history = self.history
+        tokens = self.global_batch_size * self.context_length
+        history.step.append(self.step)
+        history.tokens_seen.append((history.tokens_seen or [0])[-1] + tokens)
+        history.train_loss.append(loss)
+        history.lr.append(self.optimizer.param_groups[0]["lr"])
+        history.grad_norm.append(grad_norm)
+        history.tokens_per_s.append(tokens / seconds)
+        history.train_seconds += seconds
+
+    def _should_stop(self) -> bool:
+        stop = self.stop_requested
+        limit = self.config.time_limit_s
+        if limit is not None and self.history.train_seconds >= limit:
+            stop = True
+        if self.world_size > 1:  # every rank must agree, or the others would wait forever
+            flag = torch.tensor(float(stop), device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag)
+        if stop and self.history.stop_reason is None:
+            timed_out = self.config.time_limit_s is not None and not self.stop_requested
+            self.history.stop_reason = "time limit" if timed_out else "stopped"
+        return stop
+
+    # -- checkpoints
+    def save(self, directory: str | os.PathLike) -> Path | None:
+        """Write an exact-resume checkpoint and ``history.json`` (rank 0 writes, others wait)."""
+        path = None
+        if self.is_main:
+            with self.own_random_stream():  # the checkpoint stores this run's random state
+                path = save_checkpoint(
+                    directory, self.model, self.optimizer, step=self.step,
+                    history=self.history.to_dict(), tokenizer=self.tokenizer_info,
+                    train_config=dataclasses.asdict(self.config),
+                )
+            write_json_atomically(path / "history.json", self.history.to_dict())
+        if self.world_size > 1:
+            dist.barrier()
+        return path
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        directory: str | os.PathLike,
+        train_ids: Sequence[int] | torch.Tensor,
+        val_ids: Sequence[int] | torch.Tensor | None,
+        tokenizer=None,
+        callbacks: Sequence[Callback] = (),
+        **config_changes,
+    ) -> Trainer:
+        """Rebuild the trainer saved in ``directory`` and restore model, optimizer, RNG and step.
+
+        ``config_changes`` may change e.g. ``max_steps`` or ``device``; the model config is
+        the saved one.
+        """
+        from llmhelpers.model import GPTConfig, GPTModel
+
+        manifest = read_manifest(directory)
+        config = TrainConfig(**{**manifest["train_config"], **config_changes})
+        model = GPTModel(GPTConfig.from_dict(manifest["model_config"]))
+        trainer = cls(
+            model, train_ids, val_ids, config, tokenizer, callbacks, manifest["tokenizer"]
+        )
+        with trainer.own_random_stream():  # the saved state becomes this run's stream
+            loaded = load_checkpoint(directory, trainer.model, trainer.optimizer, restore_rng=True)
+        trainer.step = loaded.step
+        trainer.history = History.from_dict(loaded.history)
+        return trainer
+
+
+# ---------------------------------------------------------------- speed: tokens/s and MFU
+def matmul_peak_flops(
+    size: int = 1024, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    repeats: int = 5,
+) -> float:
+    """The best FLOP/s of ``size x size`` matrix multiplies here: the ceiling for training."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    a @ b  # warm-up
+    n_per_timing = max(1, int(2e9 // (2 * size**3)))  # about 2 GFLOP per timing
+    best = math.inf
+    for _ in range(repeats):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(n_per_timing):
+            a @ b
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - started) / n_per_timing)
+    return 2 * size**3 / best
+
+
+def training_flops_per_token(config) -> float:
+    """FLOPs to train on one token: 6 per weight (forward 2, backward 4) plus attention.
+
+    Uses the model helper's count when there is one; otherwise the standard estimate
+    ``6 * n_weights + 12 * n_layers * d_model * context_length``.
+    """
+    from llmhelpers import model as model_module
+
+    helper = getattr(model_module, "training_flops_per_token", None)
+    if helper is not None:
+        return float(helper(config))
+    n_weights = 12 * config.n_layers * config.d_model**2 + config.vocab_size * config.d_model
+    return 6.0 * n_weights + 12.0 * config.n_layers * config.d_model * config.context_length
+
+
+def model_flops_utilization(tokens_per_second: float, flops_per_token: float, peak: float) -> float:
+    """The fraction of the matmul peak that training achieves (MFU)."""
+    return tokens_per_second * flops_per_token / peak
+
+
+# ---------------------------------------------------------------- tokenizers and data
+def tokenizer_identity(tokenizer, name: str, **settings) -> dict:
+    """What a checkpoint records about its tokenizer: a name to rebuild it and a fingerprint."""
+    probe = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+    fingerprint = hashlib.sha256(json.dumps(list(tokenizer.encode(probe))).encode()).hexdigest()
+    return {"name": name, "settings": settings, "n_vocab": tokenizer.n_vocab,
+            "fingerprint": fingerprint[:16]}
+
+
+def tokenizer_from_identity(identity: dict | None):
+    """Rebuild the tokenizer a checkpoint names, and check it is the same one."""
+    from llmhelpers import tokenizer as tokenizer_module
+
+    if identity is None:
+        raise ValueError("the checkpoint does not name a tokenizer")
+    builders = {
+        "shakespeare-bpe": lambda s: tokenizer_module.shakespeare_bpe(**s),
+        "gpt2": lambda s: tokenizer_module.gpt2_tokenizer(),
+    }
+    if identity["name"] not in builders:
+        raise ValueError(f"unknown tokenizer name {identity['name']!r}; known: {sorted(builders)}")
+    tokenizer = builders[identity["name"]](identity.get("settings") or {})
+    rebuilt = tokenizer_identity(tokenizer, identity["name"], **(identity.get("settings") or {}))
+    if rebuilt["fingerprint"] != identity["fingerprint"]:
+        raise ValueError(
+            f"the tokenizer {identity['name']!r} built here encodes text differently from the "
+            "one the checkpoint was trained with"
+        )
+    return tokenizer
+
+
+@dataclass
+class TokenizedCorpus:
+    """A corpus split 90/10 by characters, each part encoded to a tensor of ids."""
+
+    train_ids: torch.Tensor
+    val_ids: torch.Tensor
+    n_train_chars: int
+    n_val_chars: int
+
+    @property
+    def val_chars_per_token(self) -> float:
+        return self.n_val_chars / len(self.val_ids)
+
+
+def tokenize_corpus(tokenizer, text: str, train_fraction: float = 0.9) -> TokenizedCorpus:
+    """Split ``text`` (first 90% train, the rest validation) and encode both parts.
+
+    Special-token strings in the text are encoded as plain text (``encode_ordinary``).
+    """
+    from llmhelpers.data import train_val_split
+
+    train_text, val_text = train_val_split(text, train_fraction)
+    encode = getattr(tokenizer, "encode_ordinary", tokenizer.encode)
+    return TokenizedCorpus(
+        train_ids=torch.tensor(encode(train_text), dtype=torch.long),
+        val_ids=torch.tensor(encode(val_text), dtype=torch.long),
+        n_train_chars=len(train_text),
+        n_val_chars=len(val_text),
+    )
+
+
+# ---------------------------------------------------------------- the default run
+DEFAULT_VOCAB_SIZE = 512
+
+
+def default_model_config(vocab_size: int):
+    """The notebook-4 model: ``GPTConfig.cpu_default`` for the tokenizer's vocabulary."""
+    from llmhelpers.model import GPTConfig
+
+    return GPTConfig.cpu_default(vocab_size)
+
+
+def default_train_config(**changes) -> TrainConfig:
+    """The notebook-4 training run: about a minute or two on a 2-core laptop CPU."""
+    return TrainConfig(**changes)
+
+
+def default_trainer(callbacks: Sequence[Callback] = (), **train_changes) -> Trainer:
+    """A seeded trainer for the default model on tiny-shakespeare with the default tokenizer."""
+    from llmhelpers.data import load_text
+    from llmhelpers.model import GPTModel
+    from llmhelpers.tokenizer import shakespeare_bpe
+
+    tokenizer = shakespeare_bpe(DEFAULT_VOCAB_SIZE)
+    corpus = tokenize_corpus(tokenizer, load_text("tiny-shakespeare"))
+    config = default_train_config(**train_changes)
+    seed_everything(config.seed)
+    model = GPTModel(default_model_config(tokenizer.n_vocab))
+    info = tokenizer_identity(tokenizer, "shakespeare-bpe", vocab_size=DEFAULT_VOCAB_SIZE)
+    return Trainer(model, corpus.train_ids, corpus.val_ids, config, tokenizer, callbacks, info)
+
+
+def _default_cache_path(trainer: Trainer) -> Path:
+    from llmhelpers.data import cache_dir
+
+    settings = [trainer.model.config.to_dict(), dataclasses.asdict(trainer.config)]
+    key = json.dumps([*settings, trainer.tokenizer_info], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_dir() / "checkpoints" / f"shakespeare-default-{digest}"
+
+
+def cache_default_model(trainer: Trainer) -> Path | None:
+    """Store a finished default run where ``pretrained_shakespeare_model`` looks for it."""
+    if trainer.step < trainer.config.max_steps:
+        return None  # stopped early: not the default model
+    return trainer.save(_default_cache_path(trainer))
+
+
+def pretrained_shakespeare_model(progress: bool = True):
+    """The notebook-4 default model, trained on tiny-shakespeare, in eval mode.
+
+    Loaded from the cache when a finished run with the same configuration exists; otherwise
+    trained now (deterministically, a minute or two) and cached for next time.
+    """
+    trainer = default_trainer(progress=progress)
+    path = _default_cache_path(trainer)
+    if (path / "checkpoint.json").exists():
+        try:
+            load_checkpoint(path, trainer.model)
+            return trainer.model.eval()
+        except (ValueError, OSError):
+            pass  # a damaged or outdated cache: train again
+    trainer.run()
+    cache_default_model(trainer)
+    return trainer.model.eval()
+
+
+# ---------------------------------------------------------------- command line
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m llmhelpers.train",
+        description="Train a GPT on a text corpus; writes checkpoints and history.json to --out. "
+        "Runs unchanged under torchrun --nproc_per_node=N (DistributedDataParallel).",
+    )
+    parser.add_argument("--config", help="a JSON file with 'data', 'model' and 'train' sections; "
+                        "flags given on the command line override it")
+    parser.add_argument("--out", required=True, help="output directory (checkpoint, history)")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    data = parser.add_argument_group("data")
+    data.add_argument("--corpus", help="a dataset name from llmhelpers.data (tiny-shakespeare)")
+    data.add_argument("--text-file", help="train on this UTF-8 text file instead")
+    data.add_argument("--tokenizer", choices=["shakespeare-bpe", "gpt2"])
+    data.add_argument("--vocab-size", type=int, help="for shakespeare-bpe (default 512)")
+    model = parser.add_argument_group("model (default: GPTConfig.cpu_default)")
+    model.add_argument("--gpt2-size", choices=["124M", "355M", "774M", "1558M"])
+    for name in ("context_length", "d_model", "n_heads", "n_layers"):
+        model.add_argument("--" + name.replace("_", "-"), type=int)
+    model.add_argument("--dropout", type=float)
+    train = parser.add_argument_group("training (defaults: TrainConfig)")
+    train.add_argument("--steps", type=int, dest="max_steps")
+    for name in ("batch_size", "grad_accum_steps", "warmup_steps", "eval_interval",
+                 "eval_batches", "sample_interval", "seed"):
+        train.add_argument("--" + name.replace("_", "-"), type=int)
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "time_limit_s"):
+        train.add_argument("--" + name.replace("_", "-"), type=float)
+    train.add_argument("--device")
+    train.add_argument("--bf16-autocast", action="store_true", default=None)
+    train.add_argument("--compile", action="store_true", default=None)
+    train.add_argument("--no-progress", action="store_false", dest="progress", default=None)
+    train.add_argument("--stop-at", type=int, metavar="STEP",
+                       help="stop at this step (the schedule still runs to --steps); "
+                       "continue later with --resume")
+    train.add_argument("--checkpoint-interval", type=int, default=0,
+                       help="also save every N steps (default: only at the end)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Trainer:
+    """Train from flags (or a JSON config); see ``python -m llmhelpers.train --help``."""
+    from llmhelpers import tokenizer as tokenizer_module
+    from llmhelpers.data import load_text
+    from llmhelpers.model import GPTConfig, GPTModel
+
+    args = _build_parser().parse_args(argv)
+    settings = {"data": {}, "model": {}, "train": {}}
+    if args.config:
+        loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        for section in settings:
+            settings[section].update(loaded.get(section, {}))
+    flags = {k: v for k, v in vars(args).items() if v is not None}
+    for name in ("corpus", "text_file", "tokenizer", "vocab_size"):
+        if name in flags:
+            settings["data"][name] = flags[name]
+    for name in ("gpt2_size", "context_length", "d_model", "n_heads", "n_layers", "dropout"):
+        if name in flags:
+            settings["model"][name] = flags[name]
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings["train"].update({k: v for k, v in flags.items() if k in train_fields})
+
+    data = {"corpus": "tiny-shakespeare", "tokenizer": "shakespeare-bpe",
+            "vocab_size": DEFAULT_VOCAB_SIZE, **settings["data"]}
+    if data["tokenizer"] == "gpt2":
+        tokenizer, tokenizer_settings = tokenizer_module.gpt2_tokenizer(), {}
+    else:
+        tokenizer = tokenizer_module.shakespeare_bpe(data["vocab_size"])
+        tokenizer_settings = {"vocab_size": data["vocab_size"]}
+    info = tokenizer_identity(tokenizer, data["tokenizer"], **tokenizer_settings)
+    if data.get("text_file"):
+        text = Path(data["text_file"]).read_text(encoding="utf-8")
+    else:
+        text = load_text(data["corpus"])
+    corpus = tokenize_corpus(tokenizer, text)
+
+    out = Path(args.out)
+    if args.resume:
+        trainer = Trainer.from_checkpoint(
+            out, corpus.train_ids, corpus.val_ids, tokenizer, **settings["train"]
+        )
+    else:
+        config = TrainConfig(**settings["train"])
+        model_settings = dict(settings["model"])
+        seed_everything(config.seed)
+        if "gpt2_size" in model_settings:
+            size = model_settings.pop("gpt2_size")
+            model_config = GPTConfig.gpt2(size, **model_settings)
+        else:
+            model_config = GPTConfig.cpu_default(tokenizer.n_vocab, **model_settings)
+        model = GPTModel(model_config)
+        trainer = Trainer(model, corpus.train_ids, corpus.val_ids, config, tokenizer, (), info)
+
+    trainer.checkpoint_dir, trainer.checkpoint_interval = out, args.checkpoint_interval
+    steps = None if args.stop_at is None else max(0, args.stop_at - trainer.step)
+    history = trainer.run(steps)
+    trainer.save(out)
+    if trainer.is_main:
+        last_val = history.val_loss[-1] if history.val_loss else float("nan")
+        print(f"step {trainer.step}: train loss {history.train_loss[-1]:.4f}, "
+              f"val loss {last_val:.4f}, {history.mean_tokens_per_second():.0f} tokens/s; "
+              f"checkpoint in {out}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return trainer
+
+
+if __name__ == "__main__":
+    main()

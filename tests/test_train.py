@@ -1,0 +1,348 @@
+"""Training: the loss, the schedule, the optimizer groups, the loop, stopping and exact resume."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from llmhelpers.batches import SlidingWindowDataset
+from llmhelpers.model import GPTConfig, GPTModel
+from llmhelpers.train import (
+    BatchSchedule,
+    History,
+    TrainConfig,
+    Trainer,
+    TrainingDivergedError,
+    choose_device,
+    evaluate_loss,
+    loss_per_character,
+    lr_at,
+    make_optimizer,
+    matmul_peak_flops,
+    model_flops_utilization,
+    next_token_loss,
+    parameter_groups,
+    perplexity,
+)
+
+
+class PlusOneModel(nn.Module):
+    """Puts logit 20 on ``x[t] + 1`` and 0 on every other id (vocabulary 10)."""
+
+    def forward(self, ids):
+        logits = torch.zeros(*ids.shape, 10, dtype=torch.float64)
+        return logits.scatter_(-1, (ids + 1).unsqueeze(-1), 20.0)
+
+
+def tiny_config(**changes):
+    values = dict(vocab_size=64, context_length=8, d_model=32, n_heads=2, n_layers=2)
+    return GPTConfig(**{**values, **changes})
+
+
+def tiny_trainer(seed=0, model_changes=None, **train_changes):
+    torch.manual_seed(seed)
+    model = GPTModel(tiny_config(**(model_changes or {})))
+    ids = torch.randint(0, 64, (3000,), generator=torch.Generator().manual_seed(1))
+    values = dict(max_steps=6, batch_size=4, eval_interval=3, eval_batches=2, warmup_steps=2,
+                  lr=3e-3, min_lr=3e-4, progress=False, seed=seed)
+    return Trainer(model, ids[:2500], ids[2500:], TrainConfig(**{**values, **train_changes}))
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------- the objective
+def test_loss_on_the_worked_example_and_a_double_shift():
+    inputs, targets = SlidingWindowDataset([5, 6, 7, 8], context_length=3, stride=1)[0]
+    assert inputs.tolist() == [5, 6, 7] and targets.tolist() == [6, 7, 8]
+    logits = PlusOneModel()(inputs.unsqueeze(0))
+    loss = next_token_loss(logits, targets.unsqueeze(0))
+    assert loss.item() == pytest.approx(math.log1p(9 * math.exp(-20)), rel=1e-9)
+    assert loss.item() == pytest.approx(1.855e-8, rel=1e-3)
+    # shifting the targets a second time compares each prediction with the wrong token
+    double = next_token_loss(logits[:, :-1], targets[1:].unsqueeze(0))
+    assert double.item() == pytest.approx(20.0, abs=1e-6)
+
+
+def test_loss_is_the_mean_negative_log_probability_of_the_targets():
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(1))
+    log_probs = torch.log_softmax(logits, dim=-1)
+    expected = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+    assert torch.allclose(next_token_loss(logits, targets), expected)
+
+
+def test_no_targets_is_an_error_not_nan():
+    with pytest.raises(ValueError, match="no targets"):
+        next_token_loss(torch.zeros(1, 0, 10), torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="no targets"):
+        next_token_loss(torch.zeros(1, 3, 10), torch.full((1, 3), -100))
+    with pytest.raises(ValueError, match="targets must be"):
+        next_token_loss(torch.zeros(2, 3, 10), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_untrained_model_starts_near_log_vocabulary_size():
+    torch.manual_seed(0)
+    model = GPTModel(tiny_config()).eval()
+    ids = torch.randint(0, 64, (8, 8))
+    loss = next_token_loss(model(ids), torch.randint(0, 64, (8, 8))).item()
+    assert abs(loss - math.log(64)) < 0.1
+    assert perplexity(math.log(64)) == pytest.approx(64)
+
+
+def test_loss_per_character():
+    assert loss_per_character(3.0, n_tokens=500, n_characters=1000) == 1.5
+    with pytest.raises(ValueError, match="n_tokens"):
+        loss_per_character(3.0, 0, 10)
+
+
+def test_sanity_tiny_gpt_memorises_one_batch():
+    """Catches silent bugs (wrong shift, missing zero_grad, detached graph...)."""
+    torch.manual_seed(0)
+    model = GPTModel(tiny_config())
+    batch = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(0))
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(150):
+        loss = next_token_loss(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert abs(losses[0] - math.log(64)) < 0.15
+    assert losses[-1] < 0.4
+
+
+# ---------------------------------------------------------------- schedule and optimizer
+def test_learning_rate_schedule():
+    config = TrainConfig(max_steps=110, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    assert lr_at(0, config) == pytest.approx(1e-4)
+    assert lr_at(4, config) == pytest.approx(5e-4)
+    assert lr_at(9, config) == pytest.approx(1e-3)
+    assert lr_at(10, config) == pytest.approx(1e-3)
+    assert lr_at(60, config) == pytest.approx(5.5e-4)  # halfway down the cosine
+    assert lr_at(110, config) == pytest.approx(1e-4)
+    assert lr_at(500, config) == pytest.approx(1e-4)
+    decay = [lr_at(s, config) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+    assert lr_at(20, config, progress=1.0) == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_steps", 0), ("batch_size", -1), ("lr", 0.0), ("min_lr", 1.0), ("beta2", 1.0),
+     ("grad_clip", 0.0), ("warmup_steps", -1), ("time_limit_s", 0), ("device", "tpu")],
+)
+def test_train_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_weight_decay_only_on_weight_matrices():
+    torch.manual_seed(0)
+    model = GPTModel(tiny_config(tie_weights=True, qkv_bias=True))
+    decay, no_decay = parameter_groups(model)
+    assert set(decay) | set(no_decay) == {n for n, _ in model.named_parameters()}
+    assert "tok_emb.weight" in no_decay and "pos_emb.weight" in no_decay
+    assert "out_head.weight" not in decay  # tied to the embedding: one tensor, no decay
+    assert all(name.endswith("weight") for name in decay)
+    assert "blocks.0.ff.fc_in.weight" in decay and "blocks.1.attn.out_proj.weight" in decay
+    assert "blocks.0.norm1.weight" in no_decay and "blocks.0.ff.fc_in.bias" in no_decay
+    optimizer = make_optimizer(model, TrainConfig(weight_decay=0.1))
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_choose_device():
+    assert choose_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            choose_device("cuda")
+        if not torch.backends.mps.is_available():
+            assert choose_device("auto") == torch.device("cpu")
+
+
+def test_batch_schedule_visits_every_window_once_per_epoch():
+    schedule = BatchSchedule(n_windows=10, global_batch_size=3, seed=0)
+    assert schedule.steps_per_epoch == 3
+    epoch0 = torch.cat([schedule.indices(s) for s in range(3)])
+    epoch1 = torch.cat([schedule.indices(s) for s in range(3, 6)])
+    assert len(set(epoch0.tolist())) == 9 and len(set(epoch1.tolist())) == 9
+    assert not torch.equal(epoch0, epoch1)
+    again = BatchSchedule(n_windows=10, global_batch_size=3, seed=0)
+    assert torch.equal(again.indices(4), schedule.indices(4))
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchSchedule(n_windows=2, global_batch_size=3, seed=0)
+
+
+# ---------------------------------------------------------------- the loop
+def test_gradient_accumulation_equals_one_big_batch():
+    one = tiny_trainer(batch_size=8, grad_accum_steps=1)
+    two = tiny_trainer(batch_size=4, grad_accum_steps=2)
+    assert one.global_batch_size == two.global_batch_size == 8
+    loss_one, _ = one.train_step()
+    loss_two, _ = two.train_step()
+    assert loss_one == pytest.approx(loss_two, abs=1e-6)
+    for (name, a), b in zip(one.model.state_dict().items(), two.model.state_dict().values(),
+                            strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_run_logs_history_evaluates_and_calls_back():
+    events = []
+    trainer = tiny_trainer()
+    trainer.callbacks.append(lambda t, event: events.append((t.step, event)))
+    history = trainer.run()
+    assert history.step == [1, 2, 3, 4, 5, 6]
+    assert history.tokens_seen == [32 * s for s in range(1, 7)]
+    assert history.eval_step == [3, 6] and len(history.val_loss) == 2
+    assert history.lr[:2] == pytest.approx([1.5e-3, 3e-3])
+    assert history.lr[-1] == pytest.approx(lr_at(5, trainer.config))
+    assert all(v > 0 for v in history.tokens_per_s)
+    assert events.count((3, "eval")) == 1 and events[-1] == (6, "end")
+    assert [e for e in events if e[1] == "step"] == [(s, "step") for s in range(1, 7)]
+    assert trainer.model.training
+    assert History.from_dict(json.loads(json.dumps(history.to_dict()))) == history
+
+
+def test_evaluation_is_in_eval_mode_without_gradients():
+    trainer = tiny_trainer(model_changes={"dropout": 0.5})
+    seen = []
+    trainer.model.register_forward_hook(
+        lambda module, args, out: seen.append((module.training, torch.is_grad_enabled()))
+    )
+    first, second = trainer.evaluate(), trainer.evaluate()
+    assert first == second  # dropout is off
+    assert seen and all(state == (False, False) for state in seen)
+    assert trainer.model.training
+    everything = evaluate_loss(trainer.model, trainer.val_data, batch_size=4)
+    assert math.isfinite(everything)
+
+
+def test_runs_repeat_exactly_with_the_same_seed():
+    a = tiny_trainer(model_changes={"dropout": 0.2})
+    b = tiny_trainer(model_changes={"dropout": 0.2})
+    assert a.run().train_loss == b.run().train_loss
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_stop_request_and_interrupt_keep_the_model_so_far():
+    trainer = tiny_trainer()
+    trainer.callbacks.append(lambda t, e: t.request_stop() if t.step == 3 else None)
+    history = trainer.run()
+    assert history.step == [1, 2, 3] and history.stop_reason == "stopped"
+
+    reference = tiny_trainer()
+    reference.run(2)
+
+    def interrupt(t, event):
+        if t.step == 2 and event == "step":
+            raise KeyboardInterrupt
+
+    trainer = tiny_trainer()
+    trainer.callbacks.append(interrupt)
+    history = trainer.run()
+    assert history.step == [1, 2] and history.stop_reason == "interrupted"
+    for x, y in zip(trainer.model.state_dict().values(), reference.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(x, y)
+    trainer.callbacks.clear()
+    assert trainer.run().step[-1] == 6  # and it can carry on
+
+
+def test_nan_loss_stops_with_a_helpful_error():
+    trainer = tiny_trainer()
+
+    def poison(t, event):
+        if t.step == 2 and event == "step":
+            with torch.no_grad():
+                t.model.pos_emb.weight.fill_(math.nan)
+
+    trainer.callbacks.append(poison)
+    with pytest.raises(TrainingDivergedError, match=r"at step 2: try a lower learning rate"):
+        trainer.run()
+
+
+def test_time_limit_stops_the_run_and_finishes_the_decay():
+    trainer = tiny_trainer(max_steps=1000, time_limit_s=1e-9)
+    history = trainer.run()
+    assert history.step == [1] and history.stop_reason == "time limit"
+    trainer = tiny_trainer(max_steps=1000, warmup_steps=0, time_limit_s=1e-9)
+    trainer.history.train_seconds = 1.0  # the whole time budget is spent: lr at its minimum
+    assert trainer.current_lr() == pytest.approx(trainer.config.min_lr)
+
+
+# ---------------------------------------------------------------- checkpoints and resume
+def test_resume_in_process_is_exact(tmp_path):
+    changes = {"dropout": 0.2}
+    straight = tiny_trainer(model_changes=changes)
+    straight.run()
+
+    first = tiny_trainer(model_changes=changes)
+    first.run(3)
+    first.save(tmp_path)
+    torch.manual_seed(12345)  # whatever happens in between must not matter
+    ids = torch.randint(0, 64, (3000,), generator=torch.Generator().manual_seed(1))
+    resumed = Trainer.from_checkpoint(tmp_path, ids[:2500], ids[2500:])
+    assert resumed.step == 3
+    resumed.run()
+    assert resumed.history.train_loss == straight.history.train_loss
+    for x, y in zip(resumed.model.state_dict().values(), straight.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(x, y)
+
+
+CLI_TINY = ["--d-model", "32", "--n-layers", "2", "--n-heads", "2", "--context-length", "16",
+            "--batch-size", "4", "--eval-interval", "2", "--eval-batches", "2",
+            "--dropout", "0.1", "--warmup-steps", "2", "--no-progress"]
+
+
+def run_cli(*args):
+    command = [sys.executable, "-m", "llmhelpers.train", *CLI_TINY, *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_command_line_resume_in_a_fresh_process_is_exact(tmp_path):
+    from llmhelpers.checkpoint import load_checkpoint
+    from llmhelpers.tokenizer import shakespeare_bpe
+
+    shakespeare_bpe()  # make sure the tokenizer is cached before three processes need it
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_cli("--out", str(straight), "--steps", "6")
+    run_cli("--out", str(split), "--steps", "6", "--stop-at", "3")
+    assert load_checkpoint(split).step == 3
+    out = run_cli("--out", str(split), "--resume")
+    assert "step 6:" in out
+    a, b = load_checkpoint(straight), load_checkpoint(split)
+    assert a.history["train_loss"] == b.history["train_loss"]
+    assert a.history["val_loss"] == b.history["val_loss"]
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(x, y), name
+    history = json.loads((straight / "history.json").read_text())
+    assert history["step"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_generate_command_samples_from_a_checkpoint(tmp_path):
+    run_cli("--out", str(tmp_path), "--steps", "2")
+    command = [sys.executable, "-m", "llmhelpers.generate", str(tmp_path), "--prompt", "ROMEO:",
+               "--max-new-tokens", "8", "--seed", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ROMEO:") and len(result.stdout) > len("ROMEO:\n")
+
+
+# ---------------------------------------------------------------- speed figures
+def test_matmul_peak_and_mfu_arithmetic():
+    peak = matmul_peak_flops(size=128, repeats=2)
+    assert peak > 1e6
+    assert model_flops_utilization(1000.0, 2e6, 4e9) == pytest.approx(0.5)
