@@ -568,8 +568,9 @@ def forward_flops_per_token(config: GPTConfig, seq_len: int | None = None) -> in
     Counts 2 FLOPs (a multiply and an add) per multiply-accumulate in every matrix product:
     the layers' linear maps (``2 x`` their weights), the output head (``2 V d``, even when its
     weights are tied) and attention itself, where each token's query meets ``seq_len`` keys
-    and ``seq_len`` values: ``2 x 2 x seq_len x d`` per layer. The causal mask is applied after
-    the full score matrix is computed, so no discount for it. Norms, GELU, softmax and biases
+    and ``seq_len`` values: ``2 x 2 x seq_len x d`` per layer. The explicit attention path
+    computes the full score matrix and masks it afterwards, so no discount for the causal mask
+    (fused kernels, ``use_sdpa``, may skip part of the masked half). Norms, GELU, softmax and biases
     (a few operations per element, not per weight) are left out. ``seq_len`` defaults to the
     context length.
     """

@@ -417,6 +417,7 @@ def save_random_hf_gpt2(
     Needs the ``transformers`` package (a development dependency); no download involved.
     """
     from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
 
     torch.manual_seed(seed)
     hf_config = GPT2Config(
@@ -435,7 +436,13 @@ def save_random_hf_gpt2(
             if name.endswith("bias") or ".ln_" in name:
                 param.add_(0.1 * torch.randn_like(param))
     directory = Path(directory or tempfile.mkdtemp(prefix="random-gpt2-"))
-    hf_model.save_pretrained(directory, safe_serialization=True)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a one-file save needs no progress bar
+    try:
+        hf_model.save_pretrained(directory, safe_serialization=True)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     return hf_model, directory
 
 
