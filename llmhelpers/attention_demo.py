@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,22 @@ from llmhelpers.attention import (
 )
 
 IGNORE_INDEX = -100  # targets with this value do not count in the loss (PyTorch's default)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run PyTorch on one CPU thread inside the block, then restore the previous setting.
+
+    The models here are so small that each operation takes microseconds: splitting it across
+    threads costs more than it saves, and on a busy machine (or inside a Jupyter kernel) waiting
+    for the other threads can make training ten times slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class AttentionOnlyModel(nn.Module):
@@ -147,6 +164,7 @@ def _evaluate(
     return torch.stack([w.mean(0) for w in weights]), accuracy
 
 
+@single_thread()
 def train_copy_task(
     k_back: int = 3,
     steps: int = 200,
@@ -193,6 +211,7 @@ def train_copy_task(
     return CopyTaskResult(model, k_back, weights, accuracy, losses, snapshots)
 
 
+@single_thread()
 @torch.no_grad()
 def layer_attention(
     model: AttentionOnlyModel,
@@ -265,6 +284,7 @@ class NextTokenResult:
     losses: list[float]
 
 
+@single_thread()
 def train_next_token_model(
     token_ids: Sequence[int] | Tensor,
     vocab_size: int,
@@ -320,3 +340,19 @@ def offset_attention_by_head(model: AttentionOnlyModel, ids: Tensor, k_back: int
         offset_attention(layer_attention(model, ids, layer), k_back).mean(-1)
         for layer in range(len(model.layers))
     ])
+
+
+def mean_largest_weight(model: AttentionOnlyModel, windows: Tensor) -> Tensor:
+    """How focused each head is: the largest weight of each query's row, averaged over all
+    queries of ``windows`` ``(n, seq)``; returns ``(n_layers, n_heads)``.
+
+    A head that spreads its attention evenly over a prefix of ``t`` tokens scores about
+    ``1/t``; one that always picks a single key scores 1.
+    """
+    if windows.dim() != 2:
+        raise ValueError(f"windows must have shape (n, seq), got {tuple(windows.shape)}")
+    per_window = [
+        torch.stack([layer_attention(model, ids, layer) for layer in range(len(model.layers))])
+        for ids in windows
+    ]
+    return torch.stack(per_window).max(dim=-1).values.mean(dim=(0, 3))

@@ -10,8 +10,10 @@ from llmhelpers.attention_demo import (
     AttentionOnlyModel,
     copy_task_batch,
     layer_attention,
+    mean_largest_weight,
     offset_attention,
     offset_attention_by_head,
+    single_thread,
     time_attention_paths,
     train_copy_task,
     train_next_token_model,
@@ -99,3 +101,21 @@ def test_timing_helper_checks_equality_and_reports_a_ratio():
     times = time_attention_paths(batch_size=1, seq_len=8, d_model=8, n_heads=2, repeats=2)
     assert set(times) == {"explicit", "sdpa", "speedup"}
     assert times["speedup"] == pytest.approx(times["explicit"] / times["sdpa"])
+
+
+def test_single_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    train_copy_task(steps=2)
+    assert torch.get_num_threads() == before
+
+
+def test_mean_largest_weight_is_one_for_a_trained_copy_head():
+    result = train_copy_task(k_back=2, steps=80, seed=0)
+    ids = torch.randint(0, 16, (4, 16), generator=torch.Generator().manual_seed(0))
+    sharpness = mean_largest_weight(result.model, ids)
+    assert sharpness.shape == (1, 1) and sharpness.item() > 0.9
+    untrained = AttentionOnlyModel(vocab_size=16, context_length=16, seed=0)
+    assert mean_largest_weight(untrained, ids).item() < 0.5

@@ -151,15 +151,22 @@ def plot_context_vector(values, weights, labels: Sequence[str], query_label: str
     context = weights @ values
     colours = plt.get_cmap("tab10")
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
-    for i, ((x, y), label) in enumerate(zip(values, labels, strict=True)):
+    # A repeated token has the same vector: draw it once, with its weights added up.
+    groups: dict[tuple[float, float], list[int]] = {}
+    for i, vector in enumerate(values):
+        groups.setdefault(tuple(np.round(vector, 6)), []).append(i)
+    for members in groups.values():
+        i = members[0]
+        x, y = values[i]
+        count = f" ×{len(members)}" if len(members) > 1 else ""
         left.annotate("", xy=(x, y), xytext=(0, 0),
                       arrowprops=dict(arrowstyle="->", color=colours(i % 10), lw=1, alpha=0.5))
-        left.text(x * 1.08, y * 1.08, f"{label}\n{weights[i]:.2f}", color=colours(i % 10),
-                  fontsize=8, ha="center", va="center")
+        left.text(x * 1.1, y * 1.1, f"{labels[i]}{count}\n{weights[members].sum():.2f}",
+                  color=colours(i % 10), fontsize=8, ha="center", va="center")
     left.annotate("", xy=tuple(context), xytext=(0, 0),
                   arrowprops=dict(arrowstyle="-|>", color="black", lw=2.5))
     left.text(*context, "  context", fontsize=10, fontweight="bold")
-    left.set_title(f"values (labelled with their weight) and the context of {query_label!r}")
+    left.set_title(f"values (with their total weight) and the context of {query_label!r}")
     start = np.zeros(2)
     chain = [start]
     for i, label in enumerate(labels):
