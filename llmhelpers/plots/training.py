@@ -1,0 +1,233 @@
+"""Figures and tables for notebook 4: loss curves, the learning-rate schedule, next-token
+distributions under different decoding settings, and a live loss plot for training.
+
+Figure functions draw on a new figure and return it. ``draw_*`` functions draw on an axes you
+pass in, so the live plot and the widgets can reuse them on a figure that never touches pyplot
+(safe from a background thread).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from llmhelpers.generate import next_token_probs
+from llmhelpers.train import History, TrainConfig, lr_at
+
+TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#d62728"
+
+
+def visible(piece: str) -> str:
+    """Make whitespace visible: a space becomes '·', a newline '↵', a tab '→'."""
+    return piece.replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+
+
+def token_label(tokenizer, token_id: int) -> str:
+    """A token's text with visible whitespace, quoted, for axis labels."""
+    try:
+        text = tokenizer.decode([int(token_id)])
+    except (KeyError, ValueError):
+        text = f"<{token_id}>"
+    return f"'{visible(text)}'"
+
+
+def smooth(values: Sequence[float], weight: float = 0.9) -> np.ndarray:
+    """Exponential moving average, bias-corrected (the start is not pulled towards 0)."""
+    values = np.asarray(values, dtype=float)
+    out, average = np.empty_like(values), 0.0
+    for i, value in enumerate(values):
+        average = weight * average + (1 - weight) * value
+        out[i] = average / (1 - weight ** (i + 1))
+    return out
+
+
+def figure_png(fig: Figure, dpi: int = 90) -> bytes:
+    """The figure as PNG bytes (for ``ipywidgets.Image``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- loss curves
+def draw_losses(ax: Axes, history: History, title: str = "Training progress") -> None:
+    """Train loss per step (faint: raw, solid: smoothed) and validation loss at evaluations."""
+    if history.step:
+        ax.plot(history.step, history.train_loss, color=TRAIN_COLOUR, alpha=0.25, lw=0.8)
+        ax.plot(history.step, smooth(history.train_loss), color=TRAIN_COLOUR,
+                label="train loss (smoothed)")
+    if history.eval_step:
+        ax.plot(history.eval_step, history.val_loss, "o-", color=VAL_COLOUR, ms=4,
+                label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if history.step or history.eval_step:
+        ax.legend(loc="upper right")
+
+
+def plot_losses(history: History, title: str = "Training progress", ln_vocab: float | None = None):
+    """Loss curves of a run; ``ln_vocab`` draws the loss of uniform guessing, ``ln(vocab)``."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if ln_vocab is not None:
+        ax.axhline(ln_vocab, color="grey", ls="--", lw=1, label="uniform guess: ln(vocab)")
+    draw_losses(ax, history, title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_overfitting(history: History):
+    """Train and validation loss of a run on a tiny subset, the best validation step marked."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    draw_losses(ax, history, "Overfitting: a small model memorises a tiny training set")
+    if history.val_loss:
+        best = int(np.argmin(history.val_loss))
+        ax.axvline(history.eval_step[best], color="grey", ls=":", lw=1)
+        ax.annotate("validation loss is lowest here;\nafter it the model memorises",
+                    (history.eval_step[best], history.val_loss[best]),
+                    xytext=(10, 25), textcoords="offset points", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lr_schedule(config: TrainConfig):
+    """The learning rate at every step: linear warm-up, then cosine decay to ``min_lr``."""
+    steps = np.arange(config.max_steps)
+    lrs = [lr_at(int(s), config) for s in steps]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(steps, lrs, color="#2ca02c")
+    ax.axvspan(0, config.warmup_steps, color="#2ca02c", alpha=0.1, label="warm-up")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"Learning-rate schedule: warm-up {config.warmup_steps} steps, "
+                 f"cosine from {config.lr:g} to {config.min_lr:g}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+class LiveLossPlot:
+    """A ``Trainer`` callback that redraws the loss curves in the notebook while training.
+
+    Redraws after every evaluation and every ``every`` steps, replacing its own output, so the
+    cell ends with one up-to-date figure.
+    """
+
+    def __init__(self, every: int = 25, title: str = "Training progress (live)"):
+        self.every, self.title = every, title
+        self.handle = None
+        self.redraws = 0
+
+    def figure(self, history: History) -> Figure:
+        fig = Figure(figsize=(8, 4))
+        draw_losses(fig.add_subplot(), history, self.title)
+        fig.tight_layout()
+        return fig
+
+    def __call__(self, trainer, event: str) -> None:
+        if event == "step" and trainer.step % self.every != 0:
+            return
+        if event not in ("step", "eval", "end"):
+            return
+        from IPython.display import Image, display
+
+        image = Image(figure_png(self.figure(trainer.history)))
+        if self.handle is None:
+            self.handle = display(image, display_id=True)
+        else:
+            self.handle.update(image)
+        self.redraws += 1
+
+
+def samples_table(samples: Sequence[dict], max_chars: int = 300) -> str:
+    """HTML table of text samples taken during training (``History.samples``)."""
+    rows = "".join(
+        f"<tr><td style='vertical-align:top;padding:4px 10px'>{s['step']}</td>"
+        f"<td style='text-align:left;padding:4px 10px'><pre style='margin:0;white-space:pre-wrap'>"
+        f"{html.escape(s['text'][:max_chars])}</pre></td></tr>"
+        for s in samples
+    )
+    return ("<table><tr><th style='padding:4px 10px'>step</th>"
+            "<th style='text-align:left;padding:4px 10px'>sample (same prompt, same seed)</th></tr>"
+            f"{rows}</table>")
+
+
+# ---------------------------------------------------------------- decoding
+def top_candidates(logits: torch.Tensor, n: int = 12) -> list[int]:
+    """Ids of the ``n`` highest logits, most likely first."""
+    return torch.topk(logits, min(n, logits.shape[-1])).indices.tolist()
+
+
+def draw_distribution(
+    ax: Axes, probs: torch.Tensor, candidates: Sequence[int], labels: Sequence[str], title: str
+) -> None:
+    """Bars: the probability of each candidate id (0 when a filter removed it)."""
+    values = [float(probs[i]) for i in candidates]
+    colours = ["#1f77b4" if v > 0 else "#cccccc" for v in values]
+    ax.bar(range(len(candidates)), values, color=colours)
+    ax.set_xticks(range(len(candidates)), labels, rotation=60, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=10)
+    kept = int((probs > 0).sum())
+    ax.text(0.98, 0.95, f"{kept} id{'s' if kept != 1 else ''} possible", transform=ax.transAxes,
+            ha="right", va="top", fontsize=8)
+
+
+def decoding_label(settings: Mapping) -> str:
+    """``{"temperature": 0.5, "top_k": 5}`` -> ``'temperature=0.5, top_k=5'``."""
+    if settings.get("temperature", 1.0) == 0:
+        return "greedy (temperature=0)"
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "plain sampling (temperature=1)"
+
+
+def plot_decoding_settings(
+    logits: torch.Tensor, tokenizer, settings: Sequence[Mapping], prompt: str = "",
+    n_candidates: int = 12, vocab_size: int | None = None,
+):
+    """One bar chart per decoding setting, over the same top candidates of ``logits``."""
+    candidates = top_candidates(logits, n_candidates)
+    labels = [token_label(tokenizer, i) for i in candidates]
+    n = len(settings)
+    columns = min(3, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        probs = next_token_probs(logits, vocab_size=vocab_size, **setting)
+        draw_distribution(ax, probs, candidates, labels, decoding_label(setting))
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"The next token after {prompt[-40:]!r} under different decoding settings")
+    fig.tight_layout()
+    return fig
+
+
+def generations_table(rows: Sequence[tuple[str, str]], max_chars: int = 260) -> str:
+    """HTML table: decoding setting -> generated text."""
+    body = "".join(
+        f"<tr><td style='vertical-align:top;padding:4px 10px;white-space:nowrap'>"
+        f"{html.escape(label)}</td><td style='text-align:left;padding:4px 10px'>"
+        f"<pre style='margin:0;white-space:pre-wrap'>{html.escape(text[:max_chars])}</pre>"
+        "</td></tr>"
+        for label, text in rows
+    )
+    return ("<table><tr><th style='padding:4px 10px'>decoding</th>"
+            f"<th style='text-align:left;padding:4px 10px'>generated text</th></tr>{body}</table>")
+
+
+def throughput_table(rows: Sequence[tuple[str, str]]) -> str:
+    """A two-column HTML table of named figures (tokens/s, peak FLOP/s, MFU ...)."""
+    body = "".join(
+        f"<tr><td style='text-align:left;padding:2px 10px'>{html.escape(name)}</td>"
+        f"<td style='text-align:right;padding:2px 10px'>{html.escape(value)}</td></tr>"
+        for name, value in rows
+    )
+    return f"<table>{body}</table>"
