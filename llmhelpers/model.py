@@ -51,9 +51,12 @@ def _check_positive_int(name: str, value: object) -> None:
 class GPTConfig:
     """Everything needed to build a ``GPTModel``; validated when created.
 
-    ``d_ff`` defaults to ``4 * d_model`` (GPT-2's choice). ``valid_vocab_size`` is the number of
-    ids the tokenizer can really produce; it defaults to ``vocab_size``. When the output layer is
-    padded wider (GPT-2's 50,257 ids in a 50,304-wide layer), the extra ids are never sampled.
+    ``d_ff`` (the feed-forward width) left as None means ``4 * d_model``, GPT-2's choice; read
+    the resolved value from ``ff_dim``. ``valid_vocab_size`` is the number of ids the tokenizer
+    can really produce; None means ``vocab_size``, and ``real_vocab_size`` gives the resolved
+    value. When the output layer is padded wider (GPT-2's 50,257 ids in a 50,304-wide layer),
+    the extra ids are never sampled. (Both stay None rather than being filled in, so
+    ``dataclasses.replace(config, d_model=...)`` does not keep a stale width.)
     """
 
     vocab_size: int
@@ -84,23 +87,31 @@ class GPTConfig:
         for name in ("qkv_bias", "tie_weights", "use_sdpa"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.d_ff is None:
-            object.__setattr__(self, "d_ff", 4 * self.d_model)
-        _check_positive_int("d_ff", self.d_ff)
+        if self.d_ff is not None:
+            _check_positive_int("d_ff", self.d_ff)
         if isinstance(self.layer_norm_eps, bool) or not isinstance(
             self.layer_norm_eps, int | float
         ):
             raise TypeError(f"layer_norm_eps must be a float, got {self.layer_norm_eps!r}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
-        if self.valid_vocab_size is None:
-            object.__setattr__(self, "valid_vocab_size", self.vocab_size)
-        _check_positive_int("valid_vocab_size", self.valid_vocab_size)
-        if self.valid_vocab_size > self.vocab_size:
-            raise ValueError(
-                f"valid_vocab_size ({self.valid_vocab_size}) must be <= vocab_size "
-                f"({self.vocab_size}): it counts the real ids inside the output layer"
-            )
+        if self.valid_vocab_size is not None:
+            _check_positive_int("valid_vocab_size", self.valid_vocab_size)
+            if self.valid_vocab_size > self.vocab_size:
+                raise ValueError(
+                    f"valid_vocab_size ({self.valid_vocab_size}) must be <= vocab_size "
+                    f"({self.vocab_size}): it counts the real ids inside the output layer"
+                )
+
+    @property
+    def ff_dim(self) -> int:
+        """Width of the feed-forward network's hidden layer: ``d_ff`` or ``4 * d_model``."""
+        return 4 * self.d_model if self.d_ff is None else self.d_ff
+
+    @property
+    def real_vocab_size(self) -> int:
+        """Ids the tokenizer can produce: ``valid_vocab_size`` or ``vocab_size``."""
+        return self.vocab_size if self.valid_vocab_size is None else self.valid_vocab_size
 
     @property
     def head_dim(self) -> int:
@@ -247,7 +258,7 @@ class TransformerBlock(nn.Module):
             use_sdpa=config.use_sdpa,
         )
         self.norm2 = LayerNorm(config.d_model, config.layer_norm_eps)
-        self.ff = FeedForward(config.d_model, config.d_ff)
+        self.ff = FeedForward(config.d_model, config.ff_dim)
         self.drop_resid = nn.Dropout(config.dropout)
 
     def forward(
@@ -332,7 +343,7 @@ class GPTModel(nn.Module):
     @property
     def valid_vocab_size(self) -> int:
         """Ids the tokenizer can produce; logits beyond them are padding, never to be sampled."""
-        return self.config.valid_vocab_size
+        return self.config.real_vocab_size
 
     def check_ids(self, ids: Tensor) -> None:
         """Raise a clear error unless ``ids`` is a ``(batch, seq)`` integer tensor of valid ids
@@ -406,7 +417,7 @@ class GPTModel(nn.Module):
         logits of padding ids (``>= valid_vocab_size``) to ``-inf`` so they are never chosen.
         """
         logits = self(ids[:, -self.config.context_length :])[:, -1, :]
-        return mask_padded_logits(logits, self.config.valid_vocab_size)
+        return mask_padded_logits(logits, self.config.real_vocab_size)
 
 
 def mask_padded_logits(logits: Tensor, valid_vocab_size: int) -> Tensor:
@@ -523,7 +534,7 @@ def parameter_breakdown(config: GPTConfig) -> dict[str, int]:
     * layer norms: two per layer and one final, ``2 d`` each (scale and shift);
     * output head ``V d`` (no bias), or 0 when tied to the token embedding (shared tensor).
     """
-    d, d_ff, n_layers = config.d_model, config.d_ff, config.n_layers
+    d, d_ff, n_layers = config.d_model, config.ff_dim, config.n_layers
     qkv = 3 * (d * d + (d if config.qkv_bias else 0))
     return {
         "token embedding": config.vocab_size * d,
@@ -576,7 +587,7 @@ def forward_flops_per_token(config: GPTConfig, seq_len: int | None = None) -> in
     """
     seq_len = config.context_length if seq_len is None else seq_len
     _check_positive_int("seq_len", seq_len)
-    d, d_ff = config.d_model, config.d_ff
+    d, d_ff = config.d_model, config.ff_dim
     weights_per_layer = 4 * d * d + 2 * d * d_ff  # q, k, v, out projection; ff in and out
     matmul_weights = config.n_layers * weights_per_layer + config.vocab_size * d
     attention = config.n_layers * 2 * 2 * seq_len * d

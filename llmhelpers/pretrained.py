@@ -452,9 +452,7 @@ def compare_with_hf(
     """Largest absolute difference between the two models' logits on the same random ids."""
     seq_len = seq_len or model.config.context_length
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(
-        0, model.config.valid_vocab_size, (batch_size, seq_len), generator=generator
-    )
+    ids = torch.randint(0, model.config.real_vocab_size, (batch_size, seq_len), generator=generator)
     with torch.no_grad():
         ours = model.eval()(ids)
         theirs = hf_model.eval()(ids).logits

@@ -3,6 +3,7 @@ and the size formulas against direct counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -79,8 +80,12 @@ def test_config_rejects_bad_values_naming_the_parameter(overrides, error, words)
 
 def test_config_defaults_and_round_trip():
     config = tiny_config()
-    assert config.d_ff == 4 * 16
-    assert config.valid_vocab_size == 50
+    assert config.d_ff is None and config.ff_dim == 4 * 16
+    assert config.valid_vocab_size is None and config.real_vocab_size == 50
+    assert tiny_config(d_ff=24).ff_dim == 24
+    # Nothing is filled in at construction, so replace() derives the defaults afresh.
+    wider = dataclasses.replace(config, d_model=32, vocab_size=70)
+    assert wider.ff_dim == 128 and wider.real_vocab_size == 70
     assert config.head_dim == 4
     assert GPTConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="n_embd"):
@@ -102,7 +107,7 @@ def test_gpt2_presets_have_gpt2_parameter_counts(size, n_params):
 def test_gpt2_padded_preset_and_unknown_size():
     config = GPTConfig.gpt2("124M", padded_vocab=True)
     assert config.vocab_size == GPT2_PADDED_VOCAB_SIZE == 50_304
-    assert config.valid_vocab_size == GPT2_VOCAB_SIZE == 50_257
+    assert config.real_vocab_size == config.valid_vocab_size == GPT2_VOCAB_SIZE == 50_257
     with pytest.raises(ValueError, match="size must be one of"):
         GPTConfig.gpt2("7B")
 

@@ -125,7 +125,7 @@ def tiny_hf_tensors(config: GPTConfig, head: bool = False, seed: int = 0) -> dic
 def test_config_from_hf_reads_sizes_and_refuses_other_models():
     config = config_from_hf(tiny_hf_config(n_ctx=8))
     assert (config.vocab_size, config.context_length, config.d_model) == (30, 8, 8)
-    assert (config.n_heads, config.n_layers, config.d_ff) == (2, 1, 32)
+    assert (config.n_heads, config.n_layers, config.ff_dim) == (2, 1, 32)
     assert config.qkv_bias and config.tie_weights and config.dropout == 0.0
     assert not config_from_hf(tiny_hf_config(tie_word_embeddings=False)).tie_weights
     assert config_from_hf(tiny_hf_config(), dropout=0.1).dropout == 0.1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,7 +23,7 @@ from llmhelpers.widgets.model import ModelSizeCalculator  # noqa: E402
 
 def test_calculator_starts_at_gpt2_small():
     calc = ModelSizeCalculator()
-    assert calc.config == GPTConfig.gpt2("124M")
+    assert calc.config == dataclasses.replace(GPTConfig.gpt2("124M"), valid_vocab_size=None)
     assert calc.report["parameters"] == 124_439_808
     assert "124.4 M parameters" in calc.summary
     assert "474.7 MiB" in calc.html  # 124,439,808 x 4 bytes
