@@ -481,13 +481,13 @@ class Trainer:
 
     # -- evaluation and samples
     def evaluate(self, max_batches: int | None = None) -> float:
-        """Validation loss on ``eval_batches`` fixed batches (``max_batches`` overrides)."""
+        """Validation loss on ``eval_batches`` fixed batches (``max_batches`` overrides) of
+        ``batch_size * world_size`` windows, so a torchrun job evaluates what one process would."""
         if self.val_data is None:
             raise ValueError("this trainer has no validation data (val_ids=None)")
         batches = self.config.eval_batches if max_batches is None else max_batches
-        return evaluate_loss(
-            self.model, self.val_data, self.config.batch_size, batches, self.autocast()
-        )
+        size = self.config.batch_size * self.world_size
+        return evaluate_loss(self.model, self.val_data, size, batches, self.autocast())
 
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None) -> str:
         """Text from the model (needs a tokenizer); seeded, so it does not disturb training."""
