@@ -14,6 +14,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1 (not a bool); otherwise an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value}")
+    return value
+
+
 class SlidingWindowDataset(Dataset):
     """Windows over a token stream: item ``i`` starts at ``i * stride``.
 
@@ -22,11 +31,14 @@ class SlidingWindowDataset(Dataset):
     """
 
     def __init__(self, token_ids: Sequence[int] | torch.Tensor, context_length: int, stride: int):
-        if context_length < 1:
-            raise ValueError(f"context_length must be >= 1, got {context_length}")
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
-        self.ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+        check_positive_int("context_length", context_length)
+        check_positive_int("stride", stride)
+        ids = torch.as_tensor(token_ids)
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"token_ids must be integers, got dtype {ids.dtype}")
+        self.ids = ids.to(torch.long).flatten()
+        if len(self.ids) and int(self.ids.min()) < 0:
+            raise ValueError(f"token_ids must be >= 0, found {int(self.ids.min())}")
         if len(self.ids) < context_length + 1:
             raise ValueError(
                 f"the text has {len(self.ids)} tokens, too short for one window: "
@@ -62,9 +74,10 @@ def make_dataloader(
     ``stride`` defaults to ``context_length`` (windows that touch but do not overlap).
     The order of a shuffled loader depends only on ``seed``, so runs repeat.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dataset = SlidingWindowDataset(token_ids, context_length, stride or context_length)
+    check_positive_int("batch_size", batch_size)
+    dataset = SlidingWindowDataset(
+        token_ids, context_length, context_length if stride is None else stride
+    )
     if drop_last and len(dataset) < batch_size:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {len(dataset)} windows available; "

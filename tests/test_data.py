@@ -27,11 +27,12 @@ def test_registry_entries_are_complete():
         assert any(isinstance(s, data.WheelSource) for s in dataset.sources)
 
 
-def test_manifest_lists_every_dataset():
+def test_manifest_lists_every_dataset_and_is_up_to_date():
     manifest = (Path(__file__).parents[1] / "data" / "MANIFEST.md").read_text()
     for dataset in data.REGISTRY.values():
-        assert dataset.name in manifest
+        assert f"| `{dataset.name}` | `{dataset.filename}` |" in manifest
         assert dataset.sha256 in manifest
+    assert manifest == data.manifest_markdown(), "regenerate data/MANIFEST.md"
 
 
 def test_fetch_real_corpus_verifies_hash(cache):
@@ -119,3 +120,27 @@ def test_real_tiktoken_gpt2_works_from_seeded_cache(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[17815, 220, 50256, 517]"
     assert len(list((tmp_path / "tiktoken").iterdir())) == 2
+
+
+def test_cache_path_that_is_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(NotADirectoryError, match="LLMHELPERS_CACHE"):
+        data.cache_dir(blocker)
+
+
+def test_unknown_dataset_name_of_the_wrong_type():
+    with pytest.raises(KeyError, match="name="):
+        data.fetch(["tiny-shakespeare"])
+
+
+def test_disabled_tiktoken_cache_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    assert data.tiktoken_cache_dir() is None
+    with pytest.raises(RuntimeError, match="TIKTOKEN_CACHE_DIR"):
+        data.seed_tiktoken_gpt2_cache()
+
+
+def test_load_text_keeps_line_endings_exactly(cache):
+    raw = data.fetch("tiny-shakespeare").read_bytes()
+    assert data.load_text("tiny-shakespeare").encode("utf-8") == raw
