@@ -294,7 +294,7 @@ def manifest_markdown() -> str:
         "and verifies its SHA-256. Sources are tried in order; the pinned wheels on the Python",
         "package index are the offline path for machines that reach only a package registry.",
         "",
-        "| name | file in the cache | bytes | license | attribution | SHA-256 | sources, in order |",
+        "| name | file in the cache | bytes | license | attribution | SHA-256 | sources |",
         "|---|---|---|---|---|---|---|",
     ]
     for d in REGISTRY.values():
