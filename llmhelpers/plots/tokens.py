@@ -143,7 +143,7 @@ def plot_sequence_lengths(token_counts: dict[str, int], n_characters: int) -> Fi
             f" {count:,} ({n_characters / count:.2f} chars/token)", va="center", fontsize=9,
         )
     axes.set_xlabel("tokens needed for the validation text")
-    axes.set_title(f"The same {n_characters:,} characters, four ways")
+    axes.set_title(f"The same {n_characters:,} characters, {len(names)} ways")
     axes.set_xlim(0, max(counts) * 1.45)
     axes.invert_yaxis()
     figure.tight_layout()
