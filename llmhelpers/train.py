@@ -753,30 +753,36 @@ def default_trainer(callbacks: Sequence[Callback] = (), **train_changes) -> Trai
     return Trainer(model, corpus.train_ids, corpus.val_ids, config, tokenizer, callbacks, info)
 
 
-def _default_cache_path(trainer: Trainer) -> Path:
+def _default_cache_path(trainer: Trainer, root: str | os.PathLike | None = None) -> Path:
     from llmhelpers.data import cache_dir
 
+    root = Path(root) if root is not None else cache_dir() / "checkpoints"
     settings = [trainer.model.config.to_dict(), dataclasses.asdict(trainer.config)]
     key = json.dumps([*settings, trainer.tokenizer_info], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return cache_dir() / "checkpoints" / f"shakespeare-default-{digest}"
+    return root / f"shakespeare-default-{digest}"
 
 
-def cache_default_model(trainer: Trainer) -> Path | None:
-    """Store a finished default run where ``pretrained_shakespeare_model`` looks for it."""
+def cache_default_model(trainer: Trainer, root: str | os.PathLike | None = None) -> Path | None:
+    """Store a finished default run where ``pretrained_shakespeare_model`` looks for it.
+
+    The directory name is a hash of the model config, training config and tokenizer, so a
+    changed configuration never picks up an old model. ``root`` defaults to the data cache.
+    """
     if trainer.step < trainer.config.max_steps:
         return None  # stopped early: not the default model
-    return trainer.save(_default_cache_path(trainer))
+    return trainer.save(_default_cache_path(trainer, root))
 
 
-def pretrained_shakespeare_model(progress: bool = True):
+def pretrained_shakespeare_model(progress: bool = True, root: str | os.PathLike | None = None):
     """The notebook-4 default model, trained on tiny-shakespeare, in eval mode.
 
     Loaded from the cache when a finished run with the same configuration exists; otherwise
-    trained now (deterministically, a minute or two) and cached for next time.
+    trained now (deterministically, a minute or two) and cached for next time. Its tokenizer
+    is ``llmhelpers.tokenizer.shakespeare_bpe()``.
     """
     trainer = default_trainer(progress=progress)
-    path = _default_cache_path(trainer)
+    path = _default_cache_path(trainer, root)
     if (path / "checkpoint.json").exists():
         try:
             load_checkpoint(path, trainer.model)
@@ -784,7 +790,7 @@ def pretrained_shakespeare_model(progress: bool = True):
         except (ValueError, OSError):
             pass  # a damaged or outdated cache: train again
     trainer.run()
-    cache_default_model(trainer)
+    cache_default_model(trainer, root)
     return trainer.model.eval()
 
 

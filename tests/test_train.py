@@ -346,3 +346,43 @@ def test_matmul_peak_and_mfu_arithmetic():
     peak = matmul_peak_flops(size=128, repeats=2)
     assert peak > 1e6
     assert model_flops_utilization(1000.0, 2e6, 4e9) == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- the default model for notebook 5
+def test_pretrained_model_is_trained_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
+    import llmhelpers.train as train
+
+    monkeypatch.setattr(train, "default_model_config", lambda vocab_size: GPTConfig(
+        vocab_size=vocab_size, context_length=16, d_model=32, n_heads=2, n_layers=1))
+    monkeypatch.setattr(train, "default_train_config", lambda **changes: TrainConfig(
+        **{"max_steps": 3, "batch_size": 4, "eval_interval": 3, "eval_batches": 1, **changes}))
+    runs = []
+    original_run = Trainer.run
+    monkeypatch.setattr(Trainer, "run", lambda self, *a: runs.append(1) or original_run(self, *a))
+
+    first = train.pretrained_shakespeare_model(progress=False, root=tmp_path)
+    assert len(runs) == 1 and not first.training
+    second = train.pretrained_shakespeare_model(progress=False, root=tmp_path)
+    assert len(runs) == 1  # loaded, not trained again
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    # a different configuration is a different cache entry
+    monkeypatch.setattr(train, "default_train_config", lambda **changes: TrainConfig(
+        **{"max_steps": 2, "batch_size": 4, "eval_interval": 2, "eval_batches": 1, **changes}))
+    train.pretrained_shakespeare_model(progress=False, root=tmp_path)
+    assert len(runs) == 2 and len(list(tmp_path.iterdir())) == 2
+
+
+def test_tokenizer_identity_round_trip():
+    from llmhelpers.tokenizer import shakespeare_bpe
+    from llmhelpers.train import tokenizer_from_identity, tokenizer_identity
+
+    tokenizer = shakespeare_bpe()
+    identity = tokenizer_identity(tokenizer, "shakespeare-bpe", vocab_size=512)
+    assert identity["n_vocab"] == tokenizer.n_vocab == 513
+    rebuilt = tokenizer_from_identity(json.loads(json.dumps(identity)))
+    assert rebuilt.encode("To be, or not to be") == tokenizer.encode("To be, or not to be")
+    with pytest.raises(ValueError, match="encodes text differently"):
+        tokenizer_from_identity({**identity, "fingerprint": "0" * 16})
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        tokenizer_from_identity({**identity, "name": "mystery"})

@@ -160,6 +160,50 @@ def samples_table(samples: Sequence[dict], max_chars: int = 300) -> str:
             f"{rows}</table>")
 
 
+# ---------------------------------------------------------------- the loss on one example
+def target_probability_table(tokenizer, inputs, targets, probs, context_tokens: int = 4) -> str:
+    """HTML table: for each position, the last few input tokens, the correct next token, the
+    probability the model gave it and its loss ``-ln p``."""
+    cell = "<td style='text-align:{};padding:2px 10px'>{}</td>"
+    rows = []
+    for t in range(len(targets)):
+        window = inputs[max(0, t - context_tokens + 1) : t + 1]
+        context = "".join(tokenizer.decode([int(i)]) for i in window)
+        p = float(probs[t])
+        rows.append(
+            "<tr>"
+            + cell.format("left", f"<code>…{html.escape(visible(context))}</code>")
+            + cell.format("left", f"<code>{html.escape(token_label(tokenizer, targets[t]))}</code>")
+            + cell.format("right", f"{p:.5f}")
+            + cell.format("right", f"{-np.log(p):.3f}")
+            + "</tr>"
+        )
+    header = ("<tr><th style='padding:2px 10px'>input so far</th><th>correct next token</th>"
+              "<th>p(correct)</th><th>loss = −ln p</th></tr>")
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
+def plot_target_probabilities(tokenizer, targets, probs_by_model: Mapping[str, Sequence[float]]):
+    """Grouped bars: the probability each model gives the correct next token, per position."""
+    labels = [token_label(tokenizer, t) for t in targets]
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    width = 0.8 / len(probs_by_model)
+    for k, (name, probs) in enumerate(probs_by_model.items()):
+        values = [float(p) for p in probs]
+        mean_loss = -np.mean(np.log(values))
+        ax.bar(np.arange(len(values)) + k * width, values, width,
+               label=f"{name}: loss {mean_loss:.2f}")
+    ax.set_xticks(np.arange(len(labels)) + width * (len(probs_by_model) - 1) / 2, labels,
+                  rotation=45, fontsize=9)
+    ax.set_yscale("log")
+    ax.set_ylabel("p(correct next token), log scale")
+    ax.set_xlabel("correct next token at each position")
+    ax.set_title("Probability of the right next token, position by position")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- decoding
 def top_candidates(logits: torch.Tensor, n: int = 12) -> list[int]:
     """Ids of the ``n`` highest logits, most likely first."""
