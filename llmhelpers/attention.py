@@ -22,6 +22,7 @@ A padding mask ``(batch, seq)`` uses ``True`` for a real token, ``False`` for pa
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,71 @@ __all__ = [
     "CausalSelfAttention",
     "MultiHeadAttention",
     "check_attention_sizes",
+    "check_bool",
+    "check_positive_int",
+    "check_probability",
     "trace_shapes",
 ]
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` as an ``int`` if it is a positive integer (Python or NumPy; not a bool), else a
+    TypeError or ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def check_probability(name: str, value: object) -> float:
+    """``value`` as a ``float`` if it is a real number in ``[0, 1)`` (not a bool), else a
+    TypeError or ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a real number in [0, 1), got {type(value).__name__} {value!r}"
+        )
+    if not 0.0 <= value < 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is ``True`` or ``False``, else a TypeError naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__}")
+    return value
+
+
+def _check_sequence_tensor(name: str, tensor: object, last: str) -> None:
+    """``tensor`` must be a tensor of shape ``(..., seq, last)`` with ``last >= 1``."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dim() < 2:
+        raise ValueError(
+            f"{name} must have shape (..., seq, {last}) (at least 2 dimensions), "
+            f"got {tuple(tensor.shape)}"
+        )
+    if tensor.shape[-1] < 1:
+        raise ValueError(
+            f"{last} (the last dimension of {name}) must be >= 1, got shape {tuple(tensor.shape)}"
+        )
+
+
+def _check_mask(mask: object, scores_shape: torch.Size) -> None:
+    """``mask`` must be a bool tensor broadcastable to ``scores_shape`` without enlarging it."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        found = f"dtype {mask.dtype}" if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a bool tensor (True = attend), got {found}")
+    try:
+        broadcast = torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != scores_shape:
+        raise ValueError(
+            f"mask must be broadcastable to the scores' shape (..., seq_q, seq_k) = "
+            f"{tuple(scores_shape)}, got {tuple(mask.shape)}"
+        )
 
 
 def attention_scores(queries: Tensor, keys: Tensor) -> Tensor:
@@ -47,6 +111,8 @@ def attention_scores(queries: Tensor, keys: Tensor) -> Tensor:
     ``queries`` ``(..., seq_q, d_k)`` and ``keys`` ``(..., seq_k, d_k)`` give scores
     ``(..., seq_q, seq_k)``: entry ``[i, j]`` says how much query ``i`` matches key ``j``.
     """
+    _check_sequence_tensor("queries", queries, "d_k")
+    _check_sequence_tensor("keys", keys, "d_k")
     if queries.shape[-1] != keys.shape[-1]:
         raise ValueError(
             f"queries and keys need the same last dimension d_k, got {queries.shape[-1]} "
@@ -65,8 +131,7 @@ def attention_weights(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     """
     if mask is None:
         return torch.softmax(scores, dim=-1)
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = attend), got dtype {mask.dtype}")
+    _check_mask(mask, scores.shape)
     # -inf, not a "large negative" constant: it is exact in every dtype (a constant like -1e9
     # overflows float16 and can be larger than real scores).
     scores = scores.masked_fill(~mask, float("-inf"))
@@ -83,6 +148,12 @@ def context_vectors(weights: Tensor, values: Tensor) -> Tensor:
     ``weights`` ``(..., seq_q, seq_k)`` and ``values`` ``(..., seq_k, d_v)`` give
     ``(..., seq_q, d_v)``: row ``i`` is ``sum_j weights[i, j] * values[j]``.
     """
+    _check_sequence_tensor("values", values, "d_v")
+    if weights.shape[-1] != values.shape[-2]:
+        raise ValueError(
+            f"weights (..., seq_q, seq_k) and values (..., seq_k, d_v) need the same seq_k, "
+            f"got {weights.shape[-1]} and {values.shape[-2]}"
+        )
     return weights @ values
 
 
@@ -91,8 +162,7 @@ def causal_mask(seq_len: int, device: torch.device | str | None = None) -> Tenso
 
     Query ``i`` may attend to key ``j`` only when ``j <= i``: a token never sees the future.
     """
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    seq_len = check_positive_int("seq_len", seq_len)
     return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
 
 
@@ -110,16 +180,43 @@ def scaled_dot_product_attention(
     Shapes: ``queries`` ``(..., seq_q, d_k)``, ``keys`` ``(..., seq_k, d_k)``, ``values``
     ``(..., seq_k, d_v)`` -> ``context`` ``(..., seq_q, d_v)`` and ``weights``
     ``(..., seq_q, seq_k)``. ``scale`` defaults to ``1/sqrt(d_k)``, which keeps the scores'
-    spread independent of ``d_k`` so the softmax does not saturate. ``mask`` (bool, ``True`` =
-    attend) and ``is_causal`` may be combined. ``dropout_p`` zeroes that fraction of the weights
-    (rescaling the rest), so pass 0 outside training; the returned weights are the ones applied.
-    Same arguments and results as ``torch.nn.functional.scaled_dot_product_attention``.
+    spread independent of ``d_k`` so the softmax does not saturate; a given ``scale`` must be a
+    finite number > 0. ``mask`` (bool, broadcastable to ``(..., seq_q, seq_k)``) and
+    ``is_causal`` may be combined. ``dropout_p`` zeroes that fraction of the weights (rescaling
+    the rest), so pass 0 outside training; the returned weights are the ones applied.
+
+    The context equals ``torch.nn.functional.scaled_dot_product_attention(queries, keys,
+    values, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)`` (up to
+    rounding; with dropout both are random, with different draws), with these differences:
+
+    * the mask argument is called ``mask``, not ``attn_mask``, and must be boolean with
+      ``True`` = may attend (PyTorch's uses the same boolean convention but also accepts an
+      additive float mask);
+    * it returns ``(context, weights)``, not only the context: the weights are what we plot;
+    * a query whose keys are all masked gets zero weights and a zero context vector by
+      construction, never ``NaN`` (PyTorch's result for such rows has varied between versions
+      and kernels; older versions give ``NaN``);
+    * ``mask`` and ``is_causal=True`` may be given together (PyTorch refuses that).
     """
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    _check_sequence_tensor("queries", queries, "d_k")
+    _check_sequence_tensor("keys", keys, "d_k")
+    _check_sequence_tensor("values", values, "d_v")
+    if keys.shape[-2] != values.shape[-2]:
+        raise ValueError(
+            f"keys (..., seq_k, d_k) and values (..., seq_k, d_v) need the same seq_k, "
+            f"got {keys.shape[-2]} and {values.shape[-2]}"
+        )
+    check_bool("is_causal", is_causal)
+    dropout_p = check_probability("dropout_p", dropout_p)
     if scale is None:
         scale = 1.0 / math.sqrt(queries.shape[-1])
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a finite number > 0 or None, got {type(scale).__name__}")
+    elif not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale}")
     scores = attention_scores(queries, keys) * scale
+    if mask is not None:
+        _check_mask(mask, scores.shape)
     if is_causal:
         seq_q, seq_k = scores.shape[-2:]
         causal = torch.ones(seq_q, seq_k, dtype=torch.bool, device=scores.device).tril()
@@ -133,25 +230,18 @@ def scaled_dot_product_attention(
 def check_attention_sizes(
     d_model: int, n_heads: int = 1, context_length: int | None = None, dropout: float = 0.0
 ) -> None:
-    """Raise a ValueError naming the parameter if an attention configuration is invalid."""
-    for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+    """Raise a TypeError or ValueError naming the parameter if a multi-head attention
+    configuration is invalid. Sizes may be any integers (Python or NumPy), ``dropout`` any
+    real number in ``[0, 1)``; bools are refused."""
+    d_model = check_positive_int("d_model", d_model)
+    n_heads = check_positive_int("n_heads", n_heads)
     if context_length is not None:
-        if not isinstance(context_length, int) or isinstance(context_length, bool):
-            raise TypeError(f"context_length must be an int, got {type(context_length).__name__}")
-        if context_length < 1:
-            raise ValueError(f"context_length must be a positive integer, got {context_length}")
+        check_positive_int("context_length", context_length)
     if d_model % n_heads != 0:
         raise ValueError(
             f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}"
         )
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool):
-        raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    check_probability("dropout", dropout)
 
 
 class SelfAttention(nn.Module):
@@ -163,8 +253,9 @@ class SelfAttention(nn.Module):
 
     def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False):
         super().__init__()
-        check_attention_sizes(d_in)
-        check_attention_sizes(d_out)
+        d_in = check_positive_int("d_in", d_in)
+        d_out = check_positive_int("d_out", d_out)
+        check_bool("qkv_bias", qkv_bias)
         self.d_in, self.d_out = d_in, d_out
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -201,9 +292,8 @@ class CausalSelfAttention(SelfAttention):
         qkv_bias: bool = False,
     ):
         super().__init__(d_in, d_out, qkv_bias=qkv_bias)
-        check_attention_sizes(d_out, context_length=context_length, dropout=dropout)
-        self.context_length = context_length
-        self.dropout = float(dropout)
+        self.context_length = check_positive_int("context_length", context_length)
+        self.dropout = check_probability("dropout", dropout)
         self.register_buffer("mask", causal_mask(context_length), persistent=False)
 
     def _mask(self, seq_len: int) -> Tensor:
@@ -241,6 +331,10 @@ class MultiHeadAttention(nn.Module):
     ):
         super().__init__()
         check_attention_sizes(d_model, n_heads, context_length, dropout)
+        check_bool("qkv_bias", qkv_bias)
+        check_bool("use_sdpa", use_sdpa)
+        d_model, n_heads = int(d_model), int(n_heads)
+        context_length = int(context_length)
         self.d_model = d_model
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
@@ -274,11 +368,14 @@ class MultiHeadAttention(nn.Module):
             self.split_heads(self.W_value(x)),
         )
 
-    def build_mask(self, seq_len: int, padding_mask: Tensor | None = None) -> Tensor:
+    def build_mask(
+        self, seq_len: int, padding_mask: Tensor | None = None, batch_size: int | None = None
+    ) -> Tensor:
         """Causal mask cut to ``seq_len``, combined with an optional padding mask.
 
         Returns bool ``(seq, seq)`` or, with ``padding_mask`` ``(batch, seq)``,
-        ``(batch, 1, seq, seq)`` (broadcast over heads); ``True`` = may attend.
+        ``(batch, 1, seq, seq)`` (broadcast over heads); ``True`` = may attend. With
+        ``batch_size`` given, the padding mask's batch dimension must equal it.
         """
         if seq_len > self.context_length:
             raise ValueError(
@@ -287,18 +384,30 @@ class MultiHeadAttention(nn.Module):
         mask = self.mask[:seq_len, :seq_len]
         if padding_mask is None:
             return mask
-        if padding_mask.dtype != torch.bool:
+        if not isinstance(padding_mask, Tensor) or padding_mask.dtype != torch.bool:
+            found = (padding_mask.dtype if isinstance(padding_mask, Tensor)
+                     else type(padding_mask).__name__)
             raise TypeError(
-                f"padding_mask must be a bool tensor (True = real token), got {padding_mask.dtype}"
+                f"padding_mask must be a bool tensor (True = real token), got {found}"
             )
-        if padding_mask.dim() != 2 or padding_mask.shape[1] != seq_len:
+        if batch_size is None:
+            expected = f"(batch, {seq_len})"
+        else:
+            expected = f"(batch, seq) = ({batch_size}, {seq_len})"
+        if (
+            padding_mask.dim() != 2
+            or padding_mask.shape[1] != seq_len
+            or (batch_size is not None and padding_mask.shape[0] != batch_size)
+        ):
             raise ValueError(
-                f"padding_mask must have shape (batch, {seq_len}), got {tuple(padding_mask.shape)}"
+                f"padding_mask must have shape {expected}, got {tuple(padding_mask.shape)}"
             )
         # Padding hides keys: no query may attend to a padded position.
         return mask & padding_mask[:, None, None, :]
 
     def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"x must have shape (batch, seq, d_model={self.d_model}), got {tuple(x.shape)}"
@@ -319,8 +428,11 @@ class MultiHeadAttention(nn.Module):
         zero weights and a zero context vector (so its output is ``out_proj.bias``).
         """
         queries, keys, values = self.project_qkv(x)
-        seq_len = x.shape[1]
+        batch_size, seq_len = x.shape[:2]
         dropout_p = self.dropout if self.training else 0.0
+        # Checked here, for both paths: a padding mask with the wrong batch size would
+        # otherwise broadcast silently (or fail inside PyTorch's kernel).
+        mask = self.build_mask(seq_len, padding_mask, batch_size=batch_size)
 
         if self.use_sdpa and not return_weights:
             if padding_mask is None:
@@ -328,7 +440,6 @@ class MultiHeadAttention(nn.Module):
                     queries, keys, values, dropout_p=dropout_p, is_causal=True
                 )
             else:
-                mask = self.build_mask(seq_len, padding_mask)
                 empty_rows = ~mask.any(dim=-1, keepdim=True)
                 # Let empty rows attend everywhere so the kernel stays finite, then zero them.
                 context = F.scaled_dot_product_attention(
@@ -337,8 +448,7 @@ class MultiHeadAttention(nn.Module):
             weights = None
         else:
             context, weights = scaled_dot_product_attention(
-                queries, keys, values, mask=self.build_mask(seq_len, padding_mask),
-                dropout_p=dropout_p,
+                queries, keys, values, mask=mask, dropout_p=dropout_p
             )
 
         out = self.out_proj(self.merge_heads(context))

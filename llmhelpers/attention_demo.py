@@ -9,6 +9,7 @@ to the attention weights.
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,7 @@ from llmhelpers.attention import (
     attention_scores,
     attention_weights,
     check_attention_sizes,
+    check_positive_int,
 )
 
 IGNORE_INDEX = -100  # targets with this value do not count in the loss (PyTorch's default)
@@ -51,7 +53,7 @@ class AttentionOnlyModel(nn.Module):
 
     ``ids`` ``(batch, seq)`` -> logits ``(batch, seq, vocab_size)``. No feed-forward blocks: all
     the model can do is move information between positions, which keeps its attention easy to
-    read.
+    read. Sizes may be Python or NumPy integers; ``seed`` an integer or ``None`` (no seeding).
     """
 
     def __init__(
@@ -64,13 +66,15 @@ class AttentionOnlyModel(nn.Module):
         seed: int | None = 0,
     ):
         super().__init__()
+        vocab_size = check_positive_int("vocab_size", vocab_size)
         check_attention_sizes(d_model, n_heads, context_length)
-        if vocab_size < 1:
-            raise ValueError(f"vocab_size must be a positive integer, got {vocab_size}")
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be a positive integer, got {n_layers}")
+        d_model, n_heads = int(d_model), int(n_heads)
+        context_length = int(context_length)
+        n_layers = check_positive_int("n_layers", n_layers)
         if seed is not None:
-            torch.manual_seed(seed)
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+            torch.manual_seed(int(seed))
         self.vocab_size = vocab_size
         self.context_length = context_length
         self.token_embedding = nn.Embedding(vocab_size, d_model)

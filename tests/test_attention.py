@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,6 +153,46 @@ def test_fast_path_matches_explicit_path(with_padding):
     torch.testing.assert_close(
         fast(x, padding_mask=padding), explicit(x, padding_mask=padding), rtol=0, atol=1e-6
     )
+
+
+PADDING_3x8 = torch.tensor([[True] * 8, [False] * 3 + [True] * 5, [True] * 5 + [False] * 3])
+
+
+@pytest.mark.parametrize("with_padding", [False, True])
+def test_fast_path_matches_explicit_path_in_bfloat16(with_padding):
+    explicit = make_mha().to(torch.bfloat16).eval()
+    fast = make_mha(use_sdpa=True).to(torch.bfloat16).eval()
+    fast.load_state_dict(explicit.state_dict())
+    x = torch.randn(3, 8, 16, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    padding = PADDING_3x8 if with_padding else None
+    out_fast, out_explicit = fast(x, padding_mask=padding), explicit(x, padding_mask=padding)
+    assert out_fast.dtype == out_explicit.dtype == torch.bfloat16
+    # bfloat16 keeps 8 significant bits (relative step 2**-8 = 0.004); the two paths round in
+    # different places, so they agree to a few of those steps on outputs of size ~1.
+    torch.testing.assert_close(out_fast, out_explicit, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("with_padding", [False, True])
+def test_gradients_agree_between_paths(with_padding):
+    """Backward through the fused kernel equals backward through our explicit code, for the
+    input and for every parameter (float64, so the tolerance can be tight)."""
+    explicit = make_mha().double().train()  # dropout=0: training mode, deterministic
+    fast = make_mha(use_sdpa=True).double().train()
+    fast.load_state_dict(explicit.state_dict())
+    x = torch.randn(3, 8, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    target = torch.randn(3, 8, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    padding = PADDING_3x8 if with_padding else None
+    grads = []
+    for module in (explicit, fast):
+        inp = x.clone().requires_grad_(True)
+        loss = ((module(inp, padding_mask=padding) - target) ** 2).sum()
+        loss.backward()
+        grads.append({"x": inp.grad, **{n: p.grad for n, p in module.named_parameters()}})
+    assert set(grads[0]) == set(grads[1]) and len(grads[0]) == 1 + 8  # x + 4 weights + 4 biases
+    for name in grads[0]:
+        assert torch.count_nonzero(grads[0][name]) > 0, name
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=0, atol=1e-10,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_fast_path_returns_weights_through_explicit_path():
@@ -345,6 +387,14 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda inp: mha(inp, padding_mask=padding), (x,))
 
 
+def test_gradcheck_float64_fast_path():
+    mha = make_mha(d_model=4, n_heads=2, context_length=4, use_sdpa=True).double().eval()
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    padding = torch.tensor([[False, True, True], [True, True, False]])
+    assert torch.autograd.gradcheck(lambda inp: mha(inp), (x,))
+    assert torch.autograd.gradcheck(lambda inp: mha(inp, padding_mask=padding), (x,))
+
+
 # ---------------------------------------------------------------- configuration errors
 
 
@@ -389,3 +439,142 @@ def test_trace_shapes_follows_every_step():
         "merge heads": (2, 5, 16),
         "output = out_proj(merged)": (2, 5, 16),
     }
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
+def test_padding_mask_batch_size_must_match_the_input(use_sdpa):
+    mha = make_mha(use_sdpa=use_sdpa).eval()
+    expected = "padding_mask must have shape (batch, seq) = (1, 5), got (3, 5)"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        mha(torch.randn(1, 5, 16), padding_mask=torch.ones(3, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=re.escape("= (3, 5), got (1, 5)")):
+        mha(torch.randn(3, 5, 16), padding_mask=torch.ones(1, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=re.escape("= (2, 5), got (2, 4)")):
+        mha(torch.randn(2, 5, 16), padding_mask=torch.ones(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("seq_len", [2.5, True, "3", None])
+def test_causal_mask_length_must_be_an_integer(seq_len):
+    with pytest.raises(TypeError, match="seq_len must be a positive integer"):
+        causal_mask(seq_len)
+
+
+def test_causal_mask_accepts_numpy_integers():
+    assert torch.equal(causal_mask(np.int64(3)), causal_mask(3))
+
+
+@pytest.mark.parametrize(
+    ("q_shape", "k_shape", "v_shape", "name"),
+    [
+        ((5,), (5, 4), (5, 4), "queries must have shape (..., seq, d_k)"),
+        ((5, 4), (4,), (5, 4), "keys must have shape (..., seq, d_k)"),
+        ((5, 4), (5, 4), (4,), "values must have shape (..., seq, d_v)"),
+        ((5, 0), (5, 0), (5, 4), "d_k (the last dimension of queries) must be >= 1"),
+        ((5, 4), (5, 4), (6, 4), "need the same seq_k, got 5 and 6"),
+    ],
+)
+def test_sdpa_rejects_badly_shaped_tensors(q_shape, k_shape, v_shape, name):
+    q, k, v = torch.zeros(q_shape), torch.zeros(k_shape), torch.zeros(v_shape)
+    with pytest.raises(ValueError, match=re.escape(name)):
+        scaled_dot_product_attention(q, k, v)
+
+
+def test_sdpa_rejects_a_mask_of_the_wrong_shape():
+    q = torch.randn(2, 3, 5, 8)
+    with pytest.raises(ValueError, match=re.escape(
+        "mask must be broadcastable to the scores' shape (..., seq_q, seq_k) = (2, 3, 5, 5), "
+        "got (4, 4)"
+    )):
+        scaled_dot_product_attention(q, q, q, mask=torch.ones(4, 4, dtype=torch.bool))
+    # Broadcasting that would enlarge the result is refused too.
+    with pytest.raises(ValueError, match="mask must be broadcastable"):
+        scaled_dot_product_attention(q, q, q, mask=torch.ones(4, 1, 1, 5, 5, dtype=torch.bool),
+                                     is_causal=True)
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        scaled_dot_product_attention(q, q, q, mask=torch.ones(5, 5))
+    # Broadcastable masks keep working.
+    out, _ = scaled_dot_product_attention(q, q, q, mask=torch.ones(3, 1, 5, dtype=torch.bool))
+    assert out.shape == (2, 3, 5, 8)
+    with pytest.raises(ValueError, match="mask must be broadcastable"):
+        attention_weights(torch.zeros(2, 5, 5), torch.ones(5, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -float("inf"), 0.0, -0.5])
+def test_sdpa_scale_must_be_finite_and_positive(scale):
+    q = torch.randn(1, 4, 8)
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        scaled_dot_product_attention(q, q, q, scale=scale)
+
+
+def test_sdpa_argument_types_are_checked():
+    q = torch.randn(1, 4, 8)
+    with pytest.raises(TypeError, match="scale"):
+        scaled_dot_product_attention(q, q, q, scale=True)
+    with pytest.raises(TypeError, match="is_causal"):
+        scaled_dot_product_attention(q, q, q, is_causal=1)
+    with pytest.raises(TypeError, match="dropout_p"):
+        scaled_dot_product_attention(q, q, q, dropout_p="0.1")
+    with pytest.raises(ValueError, match="dropout_p"):
+        scaled_dot_product_attention(q, q, q, dropout_p=float("nan"))
+    # A NumPy scale is a real number like any other.
+    ours, _ = scaled_dot_product_attention(q, q, q, scale=np.float64(0.3))
+    torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, q, q, scale=0.3),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [SelfAttention, CausalSelfAttention])
+def test_single_head_errors_name_d_in_and_d_out(cls):
+    extra = {"context_length": 4} if cls is CausalSelfAttention else {}
+    with pytest.raises(ValueError, match="d_in must be a positive integer, got 0"):
+        cls(0, 4, **extra)
+    with pytest.raises(ValueError, match="d_out must be a positive integer, got -1"):
+        cls(4, -1, **extra)
+    with pytest.raises(TypeError, match="d_out must be a positive integer, got float"):
+        cls(4, 2.0, **extra)
+    with pytest.raises(TypeError, match="d_in"):
+        cls(True, 4, **extra)
+    with pytest.raises(TypeError, match="qkv_bias must be a bool"):
+        cls(4, 4, qkv_bias=1, **extra)
+
+
+def test_causal_single_head_errors_name_their_parameter():
+    with pytest.raises(ValueError, match="context_length must be a positive integer"):
+        CausalSelfAttention(4, 4, context_length=0)
+    with pytest.raises(TypeError, match="context_length"):
+        CausalSelfAttention(4, 4, context_length=4.0)
+    with pytest.raises(TypeError, match="dropout"):
+        CausalSelfAttention(4, 4, context_length=4, dropout=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(use_sdpa=1), "use_sdpa must be a bool"),
+        (dict(use_sdpa="yes"), "use_sdpa must be a bool"),
+        (dict(qkv_bias=0), "qkv_bias must be a bool"),
+        (dict(d_model=16.0), "d_model must be a positive integer, got float"),
+        (dict(n_heads="4"), "n_heads must be a positive integer, got str"),
+        (dict(context_length=True), "context_length must be a positive integer, got bool"),
+        (dict(dropout="0.1"), "dropout must be a real number in [0, 1)"),
+        (dict(dropout=False), "dropout must be a real number in [0, 1)"),
+    ],
+)
+def test_wrong_argument_types_name_the_parameter(kwargs, message):
+    config = dict(d_model=16, n_heads=4, context_length=8)
+    config.update(kwargs)
+    with pytest.raises(TypeError, match=re.escape(message)):
+        MultiHeadAttention(**config)
+
+
+def test_numpy_sizes_and_dropout_are_accepted():
+    torch.manual_seed(0)
+    ours = MultiHeadAttention(np.int64(16), np.int32(4), np.int64(8), dropout=np.float64(0.25))
+    assert (ours.d_model, ours.n_heads, ours.head_dim, ours.context_length) == (16, 4, 4, 8)
+    assert all(type(v) is int for v in (ours.d_model, ours.n_heads, ours.context_length))
+    assert type(ours.dropout) is float and ours.dropout == 0.25
+    torch.manual_seed(0)
+    plain = MultiHeadAttention(16, 4, 8, dropout=0.25)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(ours.eval()(x), plain.eval()(x), rtol=0, atol=0)
+    head = CausalSelfAttention(np.int64(5), np.int16(3), np.int64(6), dropout=np.float32(0.5))
+    assert (head.d_in, head.d_out, head.context_length, head.dropout) == (5, 3, 6, 0.5)

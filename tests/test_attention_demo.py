@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +122,35 @@ def test_mean_largest_weight_is_one_for_a_trained_copy_head():
     assert sharpness.shape == (1, 1) and sharpness.item() > 0.9
     untrained = AttentionOnlyModel(vocab_size=16, context_length=16, seed=0)
     assert mean_largest_weight(untrained, ids).item() < 0.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(vocab_size="11"), TypeError, "vocab_size must be a positive integer, got str"),
+        (dict(vocab_size=0), ValueError, "vocab_size must be a positive integer, got 0"),
+        (dict(vocab_size=11.0), TypeError, "vocab_size must be a positive integer, got float"),
+        (dict(n_layers=1.5), TypeError, "n_layers must be a positive integer, got float"),
+        (dict(n_layers=True), TypeError, "n_layers must be a positive integer, got bool"),
+        (dict(d_model=0), ValueError, "d_model must be a positive integer, got 0"),
+        (dict(n_heads=None), TypeError, "n_heads must be a positive integer, got NoneType"),
+        (dict(d_model=30, n_heads=4), ValueError, "d_model must be divisible by n_heads"),
+        (dict(context_length=16.0), TypeError, "context_length must be a positive integer"),
+        (dict(seed=1.0), TypeError, "seed must be an integer or None, got float"),
+        (dict(seed=True), TypeError, "seed must be an integer or None, got bool"),
+    ],
+)
+def test_attention_only_model_arguments_are_checked_by_name(kwargs, error, message):
+    config = dict(vocab_size=11)
+    config.update(kwargs)
+    with pytest.raises(error, match=re.escape(message)):
+        AttentionOnlyModel(**config)
+
+
+def test_attention_only_model_accepts_numpy_integers():
+    model = AttentionOnlyModel(np.int64(11), d_model=np.int64(8), n_heads=np.int32(2),
+                               n_layers=np.int64(2), context_length=np.int64(6), seed=np.int64(3))
+    reference = AttentionOnlyModel(11, d_model=8, n_heads=2, n_layers=2, context_length=6, seed=3)
+    assert (model.vocab_size, model.context_length, len(model.layers)) == (11, 6, 2)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(model(ids), reference(ids), rtol=0, atol=0)

@@ -14,17 +14,39 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from llmhelpers.plots.tokens import piece_text, visible
 
-def visible(piece: str) -> str:
-    """Make whitespace visible in a token label: a space becomes '·', a newline '↵'."""
-    return piece.replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+__all__ = [
+    "visible", "token_label", "token_labels", "draw_heatmap", "plot_heatmap",
+    "plot_token_vectors", "plot_weight_bars", "plot_context_vector", "softmax_saturation",
+    "plot_softmax_saturation", "plot_causal_masking", "plot_dropout", "plot_head_grid",
+    "plot_copy_task",
+]
+
+
+def token_label(tokenizer, token_id: int) -> str:
+    """Readable label of one token, as in notebook 1: whitespace made visible (``·``, ``↵``)
+    and a token that is only part of a UTF-8 character shown as its bytes, e.g. ``<c3>``.
+
+    Uses the token's own bytes (``id_to_bytes`` of our BPE tokenizer, or tiktoken's
+    ``decode_single_token_bytes``); other tokenizers fall back to ``decode([token_id])``.
+    """
+    token_id = int(token_id)
+    if hasattr(tokenizer, "id_to_bytes"):
+        piece = piece_text(tokenizer.id_to_bytes(token_id))
+    elif hasattr(tokenizer, "decode_single_token_bytes"):
+        piece = piece_text(tokenizer.decode_single_token_bytes(token_id))
+    else:
+        piece = tokenizer.decode([token_id])
+    return visible(piece)
 
 
 def token_labels(tokenizer, ids: Sequence[int]) -> list[str]:
-    """Readable label for every token id (works with our tokenizers and ``tiktoken``)."""
-    return [visible(tokenizer.decode([int(i)])) for i in ids]
+    """:func:`token_label` of every id (our tokenizers and ``tiktoken``)."""
+    return [token_label(tokenizer, i) for i in ids]
 
 
 def _as_numpy(matrix) -> np.ndarray:
@@ -41,11 +63,13 @@ def draw_heatmap(
     title: str = "",
     kind: str = "weights",
     annotate: bool | None = None,
+    vmax: float | None = None,
 ) -> None:
     """Draw a ``(queries, keys)`` matrix on ``ax``.
 
-    ``kind="weights"``: values in [0, 1] on a white-to-blue scale. ``kind="scores"``: any real
-    values on a diverging scale centred at 0; ``-inf`` entries (masked) are drawn grey.
+    ``kind="weights"``: values from 0 to ``vmax`` (default 1) on a white-to-blue scale.
+    ``kind="scores"``: any real values on a diverging scale centred at 0; ``-inf`` entries
+    (masked) are drawn grey.
     """
     values = _as_numpy(matrix)
     key_labels = query_labels if key_labels is None else key_labels
@@ -53,7 +77,8 @@ def draw_heatmap(
         annotate = values.shape[0] <= 10 and values.shape[1] <= 10
     finite = np.isfinite(values)
     if kind == "weights":
-        image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0)
+        limit = 1.0 if vmax is None else float(vmax)
+        image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=limit)
     else:
         limit = np.abs(values[finite]).max() if finite.any() else 1.0
         shown = np.ma.masked_where(~finite, values)
@@ -70,7 +95,7 @@ def draw_heatmap(
         for (row, col), value in np.ndenumerate(values):
             text = "−∞" if value == -np.inf else f"{value:.2f}"
             strong = np.isfinite(value) and (
-                value > 0.6 if kind == "weights" else abs(value) > 0.6 * limit
+                value > 0.6 * limit if kind == "weights" else abs(value) > 0.6 * limit
             )
             ax.text(col, row, text, ha="center", va="center", fontsize=7,
                     color="white" if strong else "black")
@@ -146,41 +171,47 @@ def plot_context_vector(values, weights, labels: Sequence[str], query_label: str
 
     Left: each value vector (faint) and the context vector (bold), which is their weighted
     average. Right: the same sum built head to tail, one ``weight * value`` step per token.
+    A repeated token (same vector) is drawn once with its weights added up, in the same colour
+    in both panels.
     """
     values, weights = _as_numpy(values), _as_numpy(weights)
     context = weights @ values
     colours = plt.get_cmap("tab10")
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
-    # A repeated token has the same vector: draw it once, with its weights added up.
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12.5, 5))
+    # Group positions that hold the same vector (a repeated token), in order of appearance.
     groups: dict[tuple[float, float], list[int]] = {}
     for i, vector in enumerate(values):
         groups.setdefault(tuple(np.round(vector, 6)), []).append(i)
-    for members in groups.values():
+    members_list = list(groups.values())
+    start = np.zeros(2)
+    chain = [start]
+    handles = []
+    for g, members in enumerate(members_list):
+        colour = colours(g % 10)
         i = members[0]
         x, y = values[i]
+        total = weights[members].sum()
         count = f" ×{len(members)}" if len(members) > 1 else ""
         left.annotate("", xy=(x, y), xytext=(0, 0),
-                      arrowprops=dict(arrowstyle="->", color=colours(i % 10), lw=1, alpha=0.5))
-        left.text(x * 1.1, y * 1.1, f"{labels[i]}{count}\n{weights[members].sum():.2f}",
-                  color=colours(i % 10), fontsize=8, ha="center", va="center")
+                      arrowprops=dict(arrowstyle="->", color=colour, lw=1, alpha=0.6))
+        left.text(x * 1.1, y * 1.1, f"{labels[i]}{count}\n{total:.2f}",
+                  color=colour, fontsize=8, ha="center", va="center")
+        step = total * values[i]
+        right.annotate("", xy=tuple(start + step), xytext=tuple(start),
+                       arrowprops=dict(arrowstyle="->", color=colour, lw=2))
+        start = start + step
+        chain.append(start)
+        handles.append(Line2D([], [], color=colour, lw=2,
+                              label=f"{total:.2f} × {labels[i]}{count}"))
     left.annotate("", xy=tuple(context), xytext=(0, 0),
                   arrowprops=dict(arrowstyle="-|>", color="black", lw=2.5))
     left.text(*context, "  context", fontsize=10, fontweight="bold")
-    left.set_title(f"values (with their total weight) and the context of {query_label!r}")
-    start = np.zeros(2)
-    chain = [start]
-    for i, label in enumerate(labels):
-        step = weights[i] * values[i]
-        chain.append(start + step)
-        right.annotate("", xy=tuple(start + step), xytext=tuple(start),
-                       arrowprops=dict(arrowstyle="->", color=colours(i % 10), lw=2))
-        if weights[i] > 0.1:
-            middle = start + step / 2
-            right.text(*middle, f" {weights[i]:.2f}·{label}", fontsize=8, color=colours(i % 10))
-        start = start + step
-    right.plot(*context, "k*", markersize=14, label="context vector")
-    right.legend(loc="lower right")
-    right.set_title("the same sum, one weighted value at a time")
+    left.set_title(f"values (with their total weight) and the context of {query_label!r}",
+                   fontsize=10)
+    (star,) = right.plot(*context, "k*", markersize=14, label="context vector")
+    right.legend(handles=[*handles, star], title="weight × value", fontsize=8,
+                 loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    right.set_title("the same sum, one weighted value at a time", fontsize=10)
     _square_limits(left, np.vstack([values, context[None]]))
     _square_limits(right, np.vstack(chain))
     for ax in (left, right):
@@ -260,12 +291,17 @@ def plot_causal_masking(scores, weights, labels: Sequence[str]) -> Figure:
 
 
 def plot_dropout(weights_eval, weights_train, labels: Sequence[str], p: float) -> Figure:
-    """The same attention weights without dropout (eval) and with dropout ``p`` (training)."""
-    train = _as_numpy(weights_train)
+    """The same attention weights without dropout (eval) and with dropout ``p`` (training).
+
+    Both panels share one colour scale that reaches the largest value, so the survivors'
+    ``1 / (1 - p)`` scaling (weights above 1) is visible rather than clipped.
+    """
+    evaluation, train = _as_numpy(weights_eval), _as_numpy(weights_train)
+    vmax = max(1.0, float(evaluation.max()), float(train.max()))
     figure, axes = plt.subplots(1, 2, figsize=(12, 5))
-    draw_heatmap(axes[0], weights_eval, labels, title="eval mode: no dropout")
+    draw_heatmap(axes[0], evaluation, labels, title="eval mode: no dropout", vmax=vmax)
     draw_heatmap(
-        axes[1], np.clip(train, 0, 1), labels,
+        axes[1], train, labels, vmax=vmax,
         title=f"training, dropout p={p}: zeros, survivors × {1 / (1 - p):.1f}",
     )
     figure.tight_layout()
@@ -281,19 +317,29 @@ def plot_head_grid(weights, labels: Sequence[str], title: str) -> Figure:
     if grid.ndim != 4:
         raise ValueError(f"weights must be 3-D or 4-D, got shape {grid.shape}")
     n_layers, n_heads = grid.shape[:2]
+    seq = grid.shape[-1]
+    # Panels grow with the sequence so every label gets room; the tick labels are drawn only
+    # on the outer panels (all panels share the same tokens).
+    panel = max(3.3, 0.2 * seq)
+    fontsize = 10 if seq <= 24 else 7
     figure, axes = plt.subplots(
-        n_layers, n_heads, figsize=(3.3 * n_heads, 3.1 * n_layers + 0.6), squeeze=False
+        n_layers, n_heads, figsize=(panel * n_heads + 0.8, panel * n_layers + 0.9),
+        squeeze=False, sharex=True, sharey=True, layout="constrained",
     )
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer, head]
             ax.imshow(grid[layer, head], cmap="Blues", vmin=0, vmax=1)
             ax.set_title(f"layer {layer}, head {head}" if n_layers > 1 else f"head {head}",
-                         fontsize=10)
-            ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    figure.suptitle(title)
-    figure.tight_layout()
+                         fontsize=11)
+            ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=fontsize)
+            ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)
+            ax.tick_params(labelbottom=layer == n_layers - 1, labelleft=head == 0)
+            if layer == n_layers - 1:
+                ax.set_xlabel("key")
+            if head == 0:
+                ax.set_ylabel("query")
+    figure.suptitle(title, fontsize=13)
     return figure
 
 

@@ -60,6 +60,9 @@ class AttentionExplorer:
     ``temperature`` (log slider; the scaled scores are divided by it before the softmax).
     Displayed state: ``tokens`` (labels), ``ids``, ``weights`` ``(seq, seq)`` numpy array,
     ``summary`` (one line) and ``html``. Text longer than the model's context is cut to it.
+    Token labels are those of notebook 1 (:func:`llmhelpers.plots.attention.token_label`):
+    whitespace made visible, and a token holding only part of a UTF-8 character shown as its
+    bytes (``<e2><80>``) rather than as ``�``.
     """
 
     def __init__(
@@ -118,8 +121,9 @@ class AttentionExplorer:
         )
         self.weights = weights[self.head.value].numpy()
         top = self.weights.max(axis=-1)
+        count = f"{len(self.ids)} token{'' if len(self.ids) == 1 else 's'}"
         self.summary = (
-            f"{len(self.ids)} tokens{f' (cut to the first {context})' if cut else ''} · "
+            f"{count}{f' (cut to the first {context})' if cut else ''} · "
             f"layer {self.layer.value}, head {self.head.value} · "
             f"{'causal' if self.causal.value else 'no mask'} · "
             f"temperature {self.temperature.value:.2f} · mean largest weight {top.mean():.2f}"
