@@ -19,7 +19,9 @@ Parameter names match GPT-2's one for one (see ``llmhelpers.pretrained`` for the
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -40,11 +42,24 @@ GPT2_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+"""Integer dtypes ``GPTModel`` accepts for token ids (converted to ``torch.long`` inside)."""
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    """``value`` as a plain int if it is an integer >= 1 (NumPy integers too, bools not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _check_real(name: str, value: object) -> float:
+    """``value`` as a plain float if it is a real number (NumPy floats too, bools not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -73,35 +88,39 @@ class GPTConfig:
     use_sdpa: bool = False
 
     def __post_init__(self) -> None:
+        # NumPy numbers are accepted and stored as plain int/float (so to_dict() stays JSON-ready).
         for name in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers"):
-            _check_positive_int(name, getattr(self, name))
+            self._set(name, _check_positive_int(name, getattr(self, name)))
         if self.d_model % self.n_heads != 0:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}) so "
                 "every head gets the same width d_model // n_heads"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
-            raise TypeError(f"dropout must be a float, got {self.dropout!r}")
+        self._set("dropout", _check_real("dropout", self.dropout))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("qkv_bias", "tie_weights", "use_sdpa"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.d_ff is not None:
-            _check_positive_int("d_ff", self.d_ff)
-        if isinstance(self.layer_norm_eps, bool) or not isinstance(
-            self.layer_norm_eps, int | float
-        ):
-            raise TypeError(f"layer_norm_eps must be a float, got {self.layer_norm_eps!r}")
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+            self._set("d_ff", _check_positive_int("d_ff", self.d_ff))
+        self._set("layer_norm_eps", _check_real("layer_norm_eps", self.layer_norm_eps))
+        if not (math.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0):
+            raise ValueError(
+                f"layer_norm_eps must be a finite number > 0, got {self.layer_norm_eps}"
+            )
         if self.valid_vocab_size is not None:
-            _check_positive_int("valid_vocab_size", self.valid_vocab_size)
+            self._set(
+                "valid_vocab_size", _check_positive_int("valid_vocab_size", self.valid_vocab_size)
+            )
             if self.valid_vocab_size > self.vocab_size:
                 raise ValueError(
                     f"valid_vocab_size ({self.valid_vocab_size}) must be <= vocab_size "
                     f"({self.vocab_size}): it counts the real ids inside the output layer"
                 )
+
+    def _set(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)  # the dataclass is frozen
 
     @property
     def ff_dim(self) -> int:
@@ -215,8 +234,10 @@ class LayerNorm(nn.Module):
 class GELU(nn.Module):
     """GPT-2's GELU, the tanh approximation: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
 
-    Smooth version of ReLU: close to ``x`` for large ``x``, close to 0 for very negative ``x``,
-    slightly negative in between, and with a gradient everywhere.
+    The exact GELU is ``x * Phi(x)`` (``Phi`` the standard normal CDF); this formula stays within
+    5e-4 of it. A smooth version of ReLU: close to ``x`` for large ``x``, close to 0 for very
+    negative ``x``, slightly negative in between (minimum about -0.17 at ``x`` about -0.75,
+    the one point where its slope is 0), and differentiable everywhere.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -345,15 +366,21 @@ class GPTModel(nn.Module):
         """Ids the tokenizer can produce; logits beyond them are padding, never to be sampled."""
         return self.config.real_vocab_size
 
-    def check_ids(self, ids: Tensor) -> None:
+    def check_ids(self, ids: Tensor, *, check_length: bool = True) -> None:
         """Raise a clear error unless ``ids`` is a ``(batch, seq)`` integer tensor of valid ids
-        with ``1 <= seq <= context_length``."""
+        with ``1 <= seq <= context_length`` (the length is not checked with
+        ``check_length=False``, for callers that keep only the last ``context_length`` ids).
+
+        Valid ids are ``0 <= id < valid_vocab_size``: with a padded output layer the ids beyond
+        the tokenizer's vocabulary are padding, never real input. Allowed dtypes: ``ID_DTYPES``.
+        """
         if not isinstance(ids, Tensor):
             raise TypeError(
                 f"ids must be a torch.Tensor of shape (batch, seq), got {type(ids).__name__}"
             )
-        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-            raise TypeError(f"ids must be an integer tensor (e.g. torch.long), got {ids.dtype}")
+        if ids.dtype not in ID_DTYPES:
+            allowed = ", ".join(str(dtype) for dtype in ID_DTYPES)
+            raise TypeError(f"ids must be an integer tensor ({allowed}), got {ids.dtype}")
         if ids.dim() != 2:
             raise ValueError(
                 f"ids must have shape (batch, seq), got {tuple(ids.shape)}; "
@@ -362,18 +389,23 @@ class GPTModel(nn.Module):
         seq_len = ids.shape[1]
         if seq_len < 1 or ids.shape[0] < 1:
             raise ValueError(f"ids must contain at least one token, got shape {tuple(ids.shape)}")
-        if seq_len > self.config.context_length:
+        if check_length and seq_len > self.config.context_length:
             raise ValueError(
                 f"sequence length {seq_len} exceeds context_length={self.config.context_length}; "
                 "keep only the last context_length tokens, e.g. ids[:, -context_length:]"
             )
         low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= self.config.vocab_size:
+        valid = self.config.real_vocab_size
+        if low < 0 or high >= valid:
             bad = low if low < 0 else high
-            raise ValueError(
-                f"token id {bad} is outside the vocabulary: ids must be in "
-                f"[0, vocab_size={self.config.vocab_size})"
-            )
+            if valid == self.config.vocab_size:
+                allowed = f"[0, vocab_size={valid})"
+            else:
+                allowed = (
+                    f"[0, valid_vocab_size={valid}); ids {valid}..{self.config.vocab_size - 1} "
+                    "only pad the output layer"
+                )
+            raise ValueError(f"token id {bad} is outside the vocabulary: ids must be in {allowed}")
 
     def forward(
         self,
@@ -387,9 +419,11 @@ class GPTModel(nn.Module):
 
         With ``return_hidden_states`` or ``return_attention``, a ``GPTOutput`` holding the
         logits and what was asked for. ``padding_mask`` ``(batch, seq)``, ``True`` for real
-        tokens, stops every position from attending to padding.
+        tokens, stops every position from attending to padding. ``ids`` may be any dtype in
+        ``ID_DTYPES``; they are converted to ``torch.long``.
         """
         self.check_ids(ids)
+        ids = ids.long()
         positions = torch.arange(ids.shape[1], device=ids.device)
         x = self.drop_emb(self.tok_emb(ids) + self.pos_emb(positions))
         hidden_states, attentions = [x], []
@@ -416,6 +450,7 @@ class GPTModel(nn.Module):
         Sees only the last ``context_length`` ids (so any prompt length works) and sets the
         logits of padding ids (``>= valid_vocab_size``) to ``-inf`` so they are never chosen.
         """
+        self.check_ids(ids, check_length=False)
         logits = self(ids[:, -self.config.context_length :])[:, -1, :]
         return mask_padded_logits(logits, self.config.real_vocab_size)
 
@@ -442,11 +477,18 @@ def mask_padded_logits(logits: Tensor, valid_vocab_size: int) -> Tensor:
 def greedy_continue(model: GPTModel, ids: Tensor, n_new_tokens: int) -> Tensor:
     """Append ``n_new_tokens`` ids, each the model's single most likely next token.
 
-    ``ids`` ``(batch, seq)`` -> ``(batch, seq + n_new_tokens)``. Runs in eval mode (no dropout)
-    and restores the model's mode afterwards. The full sampler lives in ``llmhelpers.generate``.
+    ``ids`` ``(batch, seq)`` -> ``(batch, seq + n_new_tokens)`` as ``torch.long``; a 1-D prompt
+    is an error (use ``ids.unsqueeze(0)``), like everywhere else in ``GPTModel``. The prompt
+    may be longer than the context: the model sees the last ``context_length`` ids. Runs in
+    eval mode (no dropout) and restores the model's mode afterwards. The full sampler lives in
+    ``llmhelpers.generate``.
     """
+    if not isinstance(model, GPTModel):
+        raise TypeError(f"model must be a GPTModel, got {type(model).__name__}")
     if isinstance(n_new_tokens, bool) or not isinstance(n_new_tokens, int) or n_new_tokens < 0:
         raise ValueError(f"n_new_tokens must be an int >= 0, got {n_new_tokens!r}")
+    model.check_ids(ids, check_length=False)
+    ids = ids.long()
     was_training = model.training
     model.eval()
     try:
@@ -559,7 +601,24 @@ def count_parameters(model: nn.Module) -> int:
 def _dtype_bytes(dtype: torch.dtype) -> int:
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+    if dtype == torch.bool or dtype.is_complex:
+        raise ValueError(
+            "dtype must be a floating-point or integer torch.dtype (e.g. torch.float32, "
+            f"torch.bfloat16, torch.int8) to store weights, got {dtype}"
+        )
     return dtype.itemsize
+
+
+def _check_seq_len(config: GPTConfig, seq_len: int | None) -> int:
+    if seq_len is None:
+        return config.context_length
+    seq_len = _check_positive_int("seq_len", seq_len)
+    if seq_len > config.context_length:
+        raise ValueError(
+            f"seq_len must be <= context_length={config.context_length} (the model never "
+            f"attends to more tokens), got {seq_len}"
+        )
+    return seq_len
 
 
 def weights_memory_bytes(config: GPTConfig, dtype: torch.dtype = torch.float32) -> int:
@@ -582,11 +641,10 @@ def forward_flops_per_token(config: GPTConfig, seq_len: int | None = None) -> in
     and ``seq_len`` values: ``2 x 2 x seq_len x d`` per layer. The explicit attention path
     computes the full score matrix and masks it afterwards, so no discount for the causal mask
     (fused kernels, ``use_sdpa``, may skip part of the masked half). Norms, GELU, softmax and biases
-    (a few operations per element, not per weight) are left out. ``seq_len`` defaults to the
-    context length.
+    (a few operations per element, not per weight) are left out. ``seq_len`` (at most the
+    context length) defaults to the context length.
     """
-    seq_len = config.context_length if seq_len is None else seq_len
-    _check_positive_int("seq_len", seq_len)
+    seq_len = _check_seq_len(config, seq_len)
     d, d_ff = config.d_model, config.ff_dim
     weights_per_layer = 4 * d * d + 2 * d * d_ff  # q, k, v, out projection; ff in and out
     matmul_weights = config.n_layers * weights_per_layer + config.vocab_size * d
@@ -608,18 +666,25 @@ def kv_cache_bytes(
 ) -> int:
     """Bytes to cache keys and values while generating: 2 x n_layers x seq x d_model per sequence.
 
-    ``seq_len`` defaults to the full context length.
+    ``seq_len`` (at most the context length) defaults to the full context length.
     """
-    seq_len = config.context_length if seq_len is None else seq_len
-    _check_positive_int("seq_len", seq_len)
-    _check_positive_int("batch_size", batch_size)
+    seq_len = _check_seq_len(config, seq_len)
+    batch_size = _check_positive_int("batch_size", batch_size)
     return 2 * config.n_layers * seq_len * config.d_model * batch_size * _dtype_bytes(dtype)
 
 
 def size_report(config: GPTConfig, dtype: torch.dtype = torch.float32) -> dict[str, int]:
-    """All the size figures for one config, as numbers (see ``format_size_report``)."""
+    """All the size figures for one config, as numbers (see ``format_size_report``).
+
+    ``parameters`` counts the config as it is; the two ``head tied``/``head untied`` entries
+    count it with the output head sharing the token embedding and with a separate head.
+    """
+    tied = dataclasses.replace(config, tie_weights=True)
+    untied = dataclasses.replace(config, tie_weights=False)
     return {
         "parameters": parameter_count(config),
+        "parameters, head tied": parameter_count(tied),
+        "parameters, head untied": parameter_count(untied),
         "weights memory (bytes)": weights_memory_bytes(config, dtype),
         "training memory, fp32 + AdamW (bytes)": training_memory_bytes(config),
         "forward FLOPs/token": forward_flops_per_token(config),
@@ -629,10 +694,11 @@ def size_report(config: GPTConfig, dtype: torch.dtype = torch.float32) -> dict[s
 
 
 def human_count(n: float) -> str:
-    """``124439808 -> '124.4 M'``."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    """``124439808 -> '124.4 M'``, ``1557611200 -> '1.56 B'`` (two decimals below 10)."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
-            return f"{n / scale:.1f} {unit}"
+            value = n / scale
+            return f"{value:.2f} {unit}" if abs(value) < 10 else f"{value:.1f} {unit}"
     return f"{n:.0f}"
 
 
@@ -645,8 +711,12 @@ def human_bytes(n: float) -> str:
 
 
 def format_size_report(report: dict[str, int]) -> dict[str, str]:
-    """Human-readable strings for ``size_report``'s numbers."""
-    return {
-        name: human_bytes(value) if "bytes" in name else human_count(value)
-        for name, value in report.items()
-    }
+    """Human-readable strings for ``size_report``'s numbers, under labels without the unit:
+    ``"weights memory (bytes)": 497759232`` becomes ``"weights memory": "474.7 MiB"``."""
+    readable = {}
+    for name, value in report.items():
+        if name.endswith(" (bytes)"):
+            readable[name.removesuffix(" (bytes)")] = human_bytes(value)
+        else:
+            readable[name] = human_count(value)
+    return readable

@@ -41,16 +41,19 @@ silently computes the wrong thing, so the tests check outputs, not shapes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -65,11 +68,17 @@ GPT2_HUB_REPOS = {
     "1558M": "openai-community/gpt2-xl",
 }
 HUB_HOST = "huggingface.co"
-SKIPPED_SUFFIXES = ("attn.bias", "attn.masked_bias")
-"""Buffers some checkpoints store: the causal mask and its fill value. Never weights."""
+SKIPPED_BUFFERS = ("attn.bias", "attn.masked_bias")
+"""Buffers some checkpoints store in every layer, ``h.{i}.attn.bias`` (the causal mask) and
+``h.{i}.attn.masked_bias`` (its fill value). Skipped, never loaded as weights; a name that
+merely ends the same way (``h.0.crossattention.q_attn.bias``) is not skipped."""
+LFS_POINTER_PREFIX = b"version https://git-lfs"
+"""How a git-lfs pointer file starts: a few lines of text standing in for the real file."""
+GPT2_CONFIG_DEFAULTS = {"n_positions": 1024}
+"""Settings ``transformers`` fills in when config.json leaves them out (GPT-2's values)."""
 
 HOW_TO_GET_GPT2 = f"""\
-To use the real GPT-2 (124M, about 500 MB), either
+To use the real GPT-2 (124M, a 548 MB model.safetensors), either
   * on a machine with internet:  pip install huggingface_hub  and call
       load_gpt2("openai-community/gpt2")   (downloads once into the Hugging Face cache), or
   * download config.json and model.safetensors from
@@ -114,39 +123,91 @@ def split_qkv(weight: Tensor, bias: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
     }
 
 
+_REQUIRED_HF_KEYS = {
+    "vocab_size": "vocab_size",
+    "n_embd": "d_model",
+    "n_head": "n_heads",
+    "n_layer": "n_layers",
+}
+
+
 def config_from_hf(hf_config: Mapping, **overrides) -> GPTConfig:
     """Our ``GPTConfig`` from a GPT-2 ``config.json`` (as a dict); ``overrides`` win.
 
-    Refuses variants our model does not implement (another activation, unscaled attention...)
-    rather than loading them into a model that would compute something else.
+    ``vocab_size``, ``n_embd``, ``n_head`` and ``n_layer`` are required; the context length is
+    ``n_positions`` (or the older ``n_ctx``), 1024 when neither is there, as in
+    ``transformers``. Refuses variants our model does not implement (another activation,
+    unscaled attention...) rather than loading them into a model that computes something else.
+    Every problem with the file is a ``ValueError`` naming config.json and the key.
     """
+    if not isinstance(hf_config, Mapping):
+        raise ValueError(
+            "config.json must hold a JSON object of GPT-2 settings such as "
+            f'{{"n_embd": 768, ...}}, got a {type(hf_config).__name__}: {hf_config!r:.80}'
+        )
     model_type = hf_config.get("model_type", "gpt2")
     if model_type != "gpt2":
-        raise ValueError(f"config.json describes a {model_type!r} model; only 'gpt2' is supported")
+        raise ValueError(
+            f"config.json describes a {model_type!r} model (key 'model_type'); "
+            "only 'gpt2' is supported"
+        )
     activation = hf_config.get("activation_function", "gelu_new")
     if activation not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(
-            f"activation_function {activation!r} is not supported: our GELU is the tanh "
-            "approximation ('gelu_new')"
+            f"config.json's activation_function {activation!r} is not supported: our GELU is "
+            "the tanh approximation ('gelu_new')"
         )
     if not hf_config.get("scale_attn_weights", True) or hf_config.get(
         "scale_attn_by_inverse_layer_idx", False
     ):
-        raise ValueError("only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported")
+        raise ValueError(
+            "config.json asks for non-standard attention scaling (scale_attn_weights / "
+            "scale_attn_by_inverse_layer_idx): only GPT-2's 1/sqrt(head_dim) scaling is supported"
+        )
+    missing = [key for key in _REQUIRED_HF_KEYS if key not in hf_config]
+    if missing:
+        raise ValueError(
+            f"config.json has no {missing[0]!r} (missing: {missing}); a GPT-2 config.json "
+            f"needs {list(_REQUIRED_HF_KEYS)}"
+        )
+    if "n_positions" in hf_config:
+        context_key = "n_positions"
+    elif "n_ctx" in hf_config:
+        context_key = "n_ctx"
+    else:
+        context_key = None
+    eps = hf_config.get("layer_norm_epsilon", 1e-5)
     values = dict(
         vocab_size=hf_config["vocab_size"],
-        context_length=hf_config.get("n_positions", hf_config.get("n_ctx")),
+        context_length=(
+            hf_config[context_key] if context_key else GPT2_CONFIG_DEFAULTS["n_positions"]
+        ),
         d_model=hf_config["n_embd"],
         n_heads=hf_config["n_head"],
         n_layers=hf_config["n_layer"],
         dropout=0.0,
         qkv_bias=True,
-        tie_weights=bool(hf_config.get("tie_word_embeddings", True)),
+        tie_weights=hf_config.get("tie_word_embeddings", True),
         d_ff=hf_config.get("n_inner"),
-        layer_norm_eps=float(hf_config.get("layer_norm_epsilon", 1e-5)),
+        layer_norm_eps=eps,
     )
-    values.update(overrides)
-    return GPTConfig(**values)
+    hf_keys = {
+        **{ours: hf for hf, ours in _REQUIRED_HF_KEYS.items()},
+        "context_length": context_key or "n_positions",
+        "tie_weights": "tie_word_embeddings",
+        "d_ff": "n_inner",
+        "layer_norm_eps": "layer_norm_epsilon",
+    }
+    try:
+        config = GPTConfig(**values)
+    except (TypeError, ValueError) as err:
+        culprit = next((hf_keys[name] for name in hf_keys if str(err).startswith(name)), None)
+        where = f" (key {culprit!r})" if culprit else ""
+        raise ValueError(f"config.json has an unusable value{where}: {err}") from err
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(GPTConfig)})
+    if unknown:
+        raise TypeError(f"unknown GPTConfig override(s) {unknown}")
+    return dataclasses.replace(config, **overrides)
 
 
 def convert_gpt2_state_dict(
@@ -158,7 +219,14 @@ def convert_gpt2_state_dict(
     is no separate ``out_head.weight``). Raises ``CheckpointMismatchError`` naming every
     checkpoint tensor that no rule uses.
     """
-    source = {_strip_prefix(name): tensor for name, tensor in hf_tensors.items()}
+    source: dict[str, Tensor] = {}
+    for name, tensor in hf_tensors.items():
+        short = _strip_prefix(name)
+        if short in source:
+            raise CheckpointMismatchError(
+                f"the checkpoint holds {short!r} twice (with and without 'transformer.')"
+            )
+        source[short] = tensor
     ours: dict[str, Tensor] = {}
     used: set[str] = set()
 
@@ -209,9 +277,8 @@ def convert_gpt2_state_dict(
                 "lm_head.weight differs from wte.weight; load with tie_weights=False"
             )
 
-    unused = sorted(
-        name for name in source if name not in used and not name.endswith(SKIPPED_SUFFIXES)
-    )
+    skipped = {f"h.{i}.{buffer}" for i in range(config.n_layers) for buffer in SKIPPED_BUFFERS}
+    unused = sorted(name for name in source if name not in used and name not in skipped)
     if unused:
         raise CheckpointMismatchError(f"checkpoint tensors not used by any rule: {unused}")
     return ours
@@ -253,6 +320,8 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, Tenso
 
     Reads ``model.safetensors`` (or the shards listed in ``model.safetensors.index.json``).
     Pickle-based files (``pytorch_model.bin``) are refused: unpickling runs arbitrary code.
+    A broken file (invalid JSON, a truncated download, a git-lfs pointer) is a ``ValueError``
+    naming it.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -260,15 +329,25 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, Tenso
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no config.json\n{HOW_TO_GET_GPT2}")
-    hf_config = json.loads(config_path.read_text())
+    hf_config = _read_json(config_path)
+    if not isinstance(hf_config, dict):
+        raise ValueError(
+            f"{config_path}: config.json must hold a JSON object of GPT-2 settings such as "
+            f'{{"n_embd": 768, ...}}, got a JSON {type(hf_config).__name__}'
+        )
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.is_file():
-        return hf_config, load_file(single)
+        return hf_config, load_safetensors(single)
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        index_data = _read_json(index)
+        weight_map = index_data.get("weight_map") if isinstance(index_data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no 'weight_map' object naming the shard files")
         tensors: dict[str, Tensor] = {}
-        for shard in shards:
-            tensors.update(load_file(directory / shard))
+        for shard in sorted(set(weight_map.values())):
+            if not (directory / shard).is_file():
+                raise FileNotFoundError(f"{index} lists {shard!r}, which is not in {directory}")
+            tensors.update(load_safetensors(directory / shard))
         return hf_config, tensors
     pickled = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
     hint = (
@@ -277,25 +356,66 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, Tenso
     raise FileNotFoundError(f"{directory} has no model.safetensors{hint}\n{HOW_TO_GET_GPT2}")
 
 
-def hub_reachable(timeout_s: float = 2.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection within ``timeout_s`` seconds."""
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of one ``.safetensors`` file (raw arrays: nothing in it can run code).
+
+    A file that is not valid safetensors (empty, truncated by an interrupted download, or a
+    git-lfs pointer, i.e. a clone made without ``git lfs``) is a ``ValueError`` naming it.
+    """
+    path = Path(path)
+    problem = f"{path} is not a valid safetensors file (incomplete download or git-lfs pointer?)"
+    with open(path, "rb") as file:
+        start = file.read(len(LFS_POINTER_PREFIX))
+    if start == LFS_POINTER_PREFIX:
+        raise ValueError(
+            f"{problem}: it is a git-lfs pointer, a small text file standing in for the real "
+            f"one (run `git lfs pull` in the clone, or download the file directly)\n"
+            f"{HOW_TO_GET_GPT2}"
+        )
+    try:
+        return load_file(path)
+    except SafetensorError as err:
+        size = path.stat().st_size
+        raise ValueError(f"{problem}: {err} ({size:,} bytes)\n{HOW_TO_GET_GPT2}") from None
+
+
+def hub_unreachable_reason(timeout_s: float = 2.0) -> str | None:
+    """None when the Hugging Face hub answers a TCP connection within ``timeout_s`` seconds,
+    otherwise what happened, in words (offline mode set, the connection failed, no answer)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        return False
-    finished, answered = threading.Event(), threading.Event()
+        return "HF_HUB_OFFLINE is set, so the hub was not contacted"
+    finished, errors = threading.Event(), []
+    start = time.monotonic()
 
     def connect() -> None:
         try:
             with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
-                answered.set()
-        except OSError:
-            pass
+                pass
+        except OSError as err:
+            errors.append(err)
         finally:
             finished.set()
 
     # A thread, because the name lookup inside create_connection ignores the timeout.
     threading.Thread(target=connect, daemon=True).start()
-    finished.wait(timeout_s)
-    return answered.is_set()
+    if not finished.wait(timeout_s):
+        return f"{HUB_HOST} did not answer within {timeout_s:g} s"
+    if errors:
+        elapsed = time.monotonic() - start
+        return f"connecting to {HUB_HOST} failed after {elapsed:.1f} s ({errors[0]})"
+    return None
+
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout_s`` seconds."""
+    return hub_unreachable_reason(timeout_s) is None
 
 
 def download_from_hub(repo_id: str, timeout_s: float = 2.0) -> Path:
@@ -317,10 +437,10 @@ def download_from_hub(repo_id: str, timeout_s: float = 2.0) -> Path:
         return Path(paths[1]).parent
     except Exception:  # not cached yet (the exception type varies across versions)
         pass
-    if not hub_reachable(timeout_s):
+    reason = hub_unreachable_reason(timeout_s)
+    if reason is not None:
         raise ConnectionError(
-            f"{repo_id!r} is not in the local Hugging Face cache and {HUB_HOST} cannot be "
-            f"reached (tried for {timeout_s:g} s).\n{HOW_TO_GET_GPT2}"
+            f"{repo_id!r} is not in the local Hugging Face cache and {reason}.\n{HOW_TO_GET_GPT2}"
         )
     paths = [hf_hub_download(repo_id, f, etag_timeout=timeout_s) for f in files]
     return Path(paths[1]).parent
@@ -362,14 +482,41 @@ def load_gpt2(
     layout), a hub id such as ``"openai-community/gpt2"``, or a size ``"124M"``, ``"355M"``,
     ``"774M"``, ``"1558M"``. ``config_overrides`` go to ``GPTConfig`` (e.g. ``dropout=0.1`` to
     fine-tune, ``use_sdpa=True``). Network access is tried for at most about ``timeout_s``
-    seconds before a ``ConnectionError`` that explains how to get the files.
+    seconds before a ``ConnectionError`` that explains how to get the files. ``dtype`` is a
+    floating-point ``torch.dtype`` (``torch.float16``, not ``"float16"``); ``device`` is
+    anything ``torch.device`` accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            "dtype must be a floating-point torch.dtype such as torch.float32, torch.float16 "
+            f"or torch.bfloat16, got {dtype!r}"
+        )
+    device = _check_device(device)
     directory = resolve_checkpoint(source, timeout_s)
     hf_config, hf_tensors = read_checkpoint(directory)
+    try:
+        config_from_hf(hf_config)  # the file's own problems, reported with its path
+    except ValueError as err:
+        raise ValueError(f"{directory / 'config.json'}: {err}") from None
     config = config_from_hf(hf_config, **config_overrides)
     model = GPTModel(config)
     assign_parameters(model, convert_gpt2_state_dict(hf_tensors, config))
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device must be a torch device such as 'cpu', 'cuda', 'cuda:0' or 'mps', "
+            f"got {device!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but MPS is not available here")
+    return device
 
 
 def gpt2_dir_from_env() -> Path | None:

@@ -24,8 +24,10 @@ from llmhelpers.model import (
     TransformerBlock,
     block_gradient_norms,
     count_parameters,
+    format_size_report,
     forward_flops_per_token,
     greedy_continue,
+    human_count,
     kv_cache_bytes,
     mask_padded_logits,
     parameter_breakdown,
@@ -381,7 +383,7 @@ def test_parameter_formula_matches_direct_count(config):
 def test_flop_formulas_match_a_flop_counter(config):
     model = GPTModel(config)
     seq = config.context_length
-    ids = torch.randint(0, config.vocab_size, (2, seq))
+    ids = torch.randint(0, config.real_vocab_size, (2, seq))  # padding ids are not input
     with FlopCounterMode(display=False) as counter:
         logits = model(ids)
     assert counter.get_total_flops() / (2 * seq) == forward_flops_per_token(config)
@@ -446,3 +448,83 @@ def test_block_gradient_norms_and_why_residuals_matter():
     # gradient fades by orders of magnitude on its way back to the input.
     assert norms[0] / norms[-1] > 0.5
     assert plain_norms[0] / plain_norms[-1] < 1e-4
+
+
+# --- Review fixes: inputs of every kind get a clear answer -------------------------------------
+
+
+def test_config_accepts_numpy_numbers_and_stores_plain_ones():
+    np = pytest.importorskip("numpy")
+    config = GPTConfig(
+        vocab_size=np.int64(50), context_length=np.int32(12), d_model=np.int16(16),
+        n_heads=np.int64(4), n_layers=np.uint8(2), dropout=np.float32(0.25),
+        d_ff=np.int64(24), layer_norm_eps=np.float64(1e-6), valid_vocab_size=np.int64(40),
+    )  # fmt: skip
+    assert config == tiny_config(dropout=0.25, d_ff=24, layer_norm_eps=1e-6, valid_vocab_size=40)
+    assert all(type(v) in (int, float, bool, type(None)) for v in config.to_dict().values())
+    with pytest.raises(TypeError, match="n_layers"):
+        tiny_config(n_layers=np.True_)
+
+
+@pytest.mark.parametrize("eps", [math.inf, math.nan, -1e-5])
+def test_layer_norm_eps_must_be_finite_and_positive(eps):
+    with pytest.raises(ValueError, match="layer_norm_eps must be a finite number > 0"):
+        tiny_config(layer_norm_eps=eps)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_small_integer_ids_are_accepted_as_long(dtype):
+    model = tiny_model()
+    ids = torch.randint(0, 50, (2, 6))
+    torch.testing.assert_close(model(ids.to(dtype)), model(ids))
+    out = greedy_continue(model, ids.to(dtype), 3)
+    assert out.dtype == torch.long and torch.equal(out, greedy_continue(model, ids, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.float32, torch.bool])
+def test_other_id_dtypes_are_refused_naming_ids_and_the_allowed_dtypes(dtype):
+    with pytest.raises(TypeError, match=r"ids must be an integer tensor \(torch.int64, .*uint8\)"):
+        tiny_model()(torch.ones(1, 3, dtype=dtype))
+
+
+def test_greedy_continue_refuses_a_1d_prompt_clearly():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"ids must have shape \(batch, seq\).*unsqueeze\(0\)"):
+        greedy_continue(model, torch.tensor([1, 2, 3]), 2)
+    with pytest.raises(ValueError, match=r"\(batch, seq\)"):
+        model.next_token_logits(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="token id 50"):
+        greedy_continue(model, torch.tensor([[1, 50]]), 2)
+
+
+def test_padding_ids_are_not_valid_input():
+    model = tiny_model(vocab_size=64, valid_vocab_size=50)
+    model(torch.tensor([[0, 49]]))
+    with pytest.raises(ValueError, match=r"token id 57 .*valid_vocab_size=50"):
+        model(torch.tensor([[1, 57]]))
+    with pytest.raises(ValueError, match=r"token id 50 .*valid_vocab_size=50"):
+        greedy_continue(model, torch.tensor([[50]]), 1)
+
+
+def test_size_helpers_refuse_impossible_requests():
+    config = tiny_config()
+    with pytest.raises(ValueError, match=r"seq_len must be <= context_length=12.*13"):
+        forward_flops_per_token(config, seq_len=13)
+    with pytest.raises(ValueError, match="seq_len"):
+        kv_cache_bytes(config, seq_len=13)
+    assert forward_flops_per_token(config, seq_len=12) == forward_flops_per_token(config)
+    with pytest.raises(ValueError, match=r"dtype .*torch\.bool"):
+        weights_memory_bytes(config, torch.bool)
+    assert weights_memory_bytes(config, torch.int8) == parameter_count(config)
+
+
+def test_size_report_counts_with_and_without_tying_and_reads_well():
+    config = GPTConfig.gpt2("1558M")
+    report = size_report(config)
+    assert report["parameters"] == report["parameters, head tied"] == 1_557_611_200
+    assert report["parameters, head untied"] == 1_557_611_200 + 50_257 * 1600
+    readable = format_size_report(report)
+    assert readable["parameters"] == "1.56 B"
+    assert readable["weights memory"] == "5.8 GiB"  # 1,557,611,200 x 4 bytes
+    assert not any("bytes" in label for label in readable)
+    assert human_count(124_439_808) == "124.4 M" and human_count(999) == "999"

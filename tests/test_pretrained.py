@@ -4,6 +4,7 @@ Hugging Face GPT-2 saved with save_pretrained loads into our model with identica
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -11,16 +12,21 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from llmhelpers import pretrained
 from llmhelpers.model import GPTConfig, GPTModel, count_parameters, parameter_count
 from llmhelpers.pretrained import (
     GPT2_DIR_ENV_VAR,
+    HOW_TO_GET_GPT2,
     CheckpointMismatchError,
     assign_parameters,
     compare_with_hf,
     config_from_hf,
     conv1d_to_linear,
     convert_gpt2_state_dict,
+    download_from_hub,
     find_gpt2,
+    hub_reachable,
+    hub_unreachable_reason,
     load_gpt2,
     read_checkpoint,
     resolve_checkpoint,
@@ -272,3 +278,124 @@ def test_offline_hub_request_fails_fast_with_instructions(monkeypatch, tmp_path)
 def test_env_var_directory_is_found(monkeypatch, tmp_path):
     monkeypatch.setenv(GPT2_DIR_ENV_VAR, str(tmp_path))
     assert find_gpt2() == tmp_path
+
+
+# --- Broken files: clear errors that name the file ---------------------------------------------
+
+
+def write_tiny_checkpoint(directory, **config_overrides) -> dict:
+    hf_config = tiny_hf_config(**config_overrides)
+    (directory / "config.json").write_text(json.dumps(hf_config))
+    tensors = tiny_hf_tensors(config_from_hf(hf_config))
+    save_file(tensors, directory / "model.safetensors")
+    return tensors
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "git-lfs pointer", "empty"])
+def test_corrupted_safetensors_files_are_named(tmp_path, damage):
+    write_tiny_checkpoint(tmp_path)
+    load_gpt2(tmp_path)  # intact: loads
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    damaged = {
+        "truncated": data[: len(data) // 2],
+        "random bytes": bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).tolist()),
+        "git-lfs pointer": b"version https://git-lfs.github.com/spec/v1\n"
+        b"oid sha256:248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707\n"
+        b"size 548105171\n",
+        "empty": b"",
+    }[damage]
+    weights.write_bytes(damaged)
+    with pytest.raises(ValueError) as error:
+        load_gpt2(tmp_path)
+    message = str(error.value)
+    assert str(weights) in message
+    assert "is not a valid safetensors file (incomplete download or git-lfs pointer?)" in message
+    assert GPT2_DIR_ENV_VAR in message  # how to get GPT-2
+    if damage == "git-lfs pointer":
+        assert "it is a git-lfs pointer" in message
+
+
+def test_bad_config_json_is_named(tmp_path):
+    write_tiny_checkpoint(tmp_path)
+    config_path = tmp_path / "config.json"
+    config_path.write_text("{'n_embd': 8,")
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        load_gpt2(tmp_path)
+    config_path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"config\.json must hold a JSON object.*list"):
+        load_gpt2(tmp_path)
+    without_vocab = {k: v for k, v in tiny_hf_config().items() if k != "vocab_size"}
+    config_path.write_text(json.dumps(without_vocab))
+    with pytest.raises(ValueError, match=r"config\.json.* has no 'vocab_size'"):
+        load_gpt2(tmp_path)
+    config_path.write_text(json.dumps(tiny_hf_config(n_embd="8")))
+    with pytest.raises(ValueError, match=r"config\.json has an unusable value \(key 'n_embd'\)"):
+        load_gpt2(tmp_path)
+    with pytest.raises(ValueError, match=r"config\.json must hold a JSON object"):
+        config_from_hf([1, 2])
+
+
+def test_missing_context_length_defaults_to_1024_like_transformers():
+    values = {k: v for k, v in tiny_hf_config().items() if k != "n_positions"}
+    assert config_from_hf(values).context_length == 1024
+    assert config_from_hf({**values, "n_ctx": 16}).context_length == 16
+    assert transformers.GPT2Config().n_positions == 1024
+
+
+@pytest.mark.parametrize(
+    "name", ["h.7.attn.c_attn.bias", "h.0.crossattention.q_attn.bias", "h.1.attn.bias"]
+)
+def test_only_the_mask_buffers_of_existing_layers_are_skipped(name):
+    config = config_from_hf(tiny_hf_config())  # one layer
+    tensors = tiny_hf_tensors(config)
+    assert {"h.0.attn.bias", "h.0.attn.masked_bias"} <= set(tensors)  # skipped silently
+    convert_gpt2_state_dict(tensors, config)
+    with pytest.raises(CheckpointMismatchError, match=re.escape(name)):
+        convert_gpt2_state_dict({**tensors, name: torch.zeros(3)}, config)
+    with pytest.raises(CheckpointMismatchError, match=re.escape(name)):
+        convert_gpt2_state_dict({**tensors, f"transformer.{name}": torch.zeros(3)}, config)
+
+
+def test_a_tensor_stored_with_and_without_the_prefix_is_refused():
+    config = config_from_hf(tiny_hf_config())
+    tensors = tiny_hf_tensors(config)
+    with pytest.raises(CheckpointMismatchError, match="'wte.weight' twice"):
+        convert_gpt2_state_dict(
+            {**tensors, "transformer.wte.weight": tensors["wte.weight"]}, config
+        )
+
+
+def test_bad_dtype_and_device_are_named(tmp_path):
+    write_tiny_checkpoint(tmp_path)
+    with pytest.raises(TypeError, match=r"dtype .*torch\.float16.*'float16'"):
+        load_gpt2(tmp_path, dtype="float16")
+    with pytest.raises(TypeError, match="dtype"):
+        load_gpt2(tmp_path, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"device .*'gpu'"):
+        load_gpt2(tmp_path, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda'.*CUDA is not available"):
+            load_gpt2(tmp_path, device="cuda")
+    assert load_gpt2(tmp_path, device=torch.device("cpu")).tok_emb.weight.device.type == "cpu"
+
+
+def test_connection_errors_say_what_happened(monkeypatch, tmp_path):
+    assert "548 MB" in HOW_TO_GET_GPT2
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_unreachable_reason() == "HF_HUB_OFFLINE is set, so the hub was not contacted"
+    assert not hub_reachable()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def refuse(address, timeout=None):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(pretrained.socket, "create_connection", refuse)
+    reason = hub_unreachable_reason(timeout_s=5.0)
+    assert reason.startswith("connecting to huggingface.co failed after 0.")
+    assert "no route to host" in reason
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
+    with pytest.raises(ConnectionError, match="failed after") as error:
+        download_from_hub("openai-community/gpt2", timeout_s=5.0)
+    assert "tried for" not in str(error.value)

@@ -88,3 +88,56 @@ def test_figures_and_tables():
     assert "&lt;b&gt;" in plots.html_table(["x"], [["<b>"]])  # escaped
     shapes = plots.shape_table([("tok_emb", (2, 5, 8))])
     assert "(2, 5, 8)" in shapes
+
+
+def test_calculator_shows_a_custom_start_exactly_and_honours_d_ff():
+    # Every value outside the default slider ranges, and a non-default feed-forward width.
+    start = GPTConfig(
+        vocab_size=100, context_length=40, d_model=40, n_heads=2, n_layers=150, d_ff=100,
+        qkv_bias=True,
+    )  # fmt: skip
+    calc = ModelSizeCalculator(start)
+    assert calc.config == start
+    assert calc.report["parameters"] == parameter_count(start)
+    assert not calc.ff_default.value and not calc.d_ff.disabled
+    assert "feed-forward width 100" in calc.summary
+    calc.d_ff.value = 60
+    assert calc.config.ff_dim == 60
+    calc.ff_default.value = True  # back to 4 x d_model, following d_model
+    assert calc.config.d_ff is None and calc.d_ff.value == 160 and calc.d_ff.disabled
+    calc.d_model.value = 80
+    assert calc.config.ff_dim == calc.d_ff.value == 320
+    assert calc.report["parameters"] == parameter_count(calc.config)
+
+
+def test_calculator_reaches_gpt3():
+    calc = ModelSizeCalculator()
+    assert calc.n_heads.max >= 96 and calc.n_layers.max >= 96 and calc.d_model.max >= 12_288
+    calc.d_model.value = 12_288
+    calc.n_heads.value = 96
+    calc.n_layers.value = 96
+    calc.context_length.value = 2048
+    gpt3 = GPTConfig(
+        vocab_size=50_257, context_length=2048, d_model=12_288, n_heads=96, n_layers=96,
+        qkv_bias=True, tie_weights=True,
+    )  # fmt: skip
+    assert calc.config == gpt3 and calc.config.ff_dim == 49_152
+    assert calc.report["parameters"] == parameter_count(gpt3) == 174_604_259_328
+    assert "174.6 B parameters" in calc.summary
+
+
+def test_tables_and_legends_read_correctly():
+    table = plots.size_table({"GPT-2 1558M": GPTConfig.gpt2("1558M")})
+    assert "(bytes)" not in table and "weights memory (float32)" in table
+    assert "5.8 GiB" in table and "1.56 B" in table  # weights; parameters with the tied head
+    assert "1.64 B" in table  # 1,557,611,200 + 50,257 x 1,600 with a separate head
+    assert "parameters, head untied" in table and "tied" in table
+    calc = ModelSizeCalculator()
+    assert "(bytes)" not in calc.html and "weights memory (float32)" in calc.html
+    assert "parameters, head untied" in calc.html
+    # A mean that rounds to zero is written +0.00, never -0.00; labels name the vectors.
+    before = torch.tensor([[-1.0, 0.999, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    after = LayerNorm(4)(before).detach()
+    fig = plots.plot_layernorm_effect(before, after, labels=["first", "second"])
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts[0] == "first: mean +0.00, std 0.71" and texts[1].startswith("second: mean +2.50")

@@ -29,17 +29,33 @@ def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
-def plot_layernorm_effect(before: torch.Tensor, after: torch.Tensor, n_rows: int = 4) -> Figure:
+def _signed(value: float, decimals: int = 2) -> str:
+    """``+0.00`` rather than ``-0.00`` for values that round to zero."""
+    return f"{round(float(value), decimals) + 0.0:+.{decimals}f}"
+
+
+def plot_layernorm_effect(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    n_rows: int = 4,
+    labels: Sequence[str] | None = None,
+) -> Figure:
     """Histograms of the values in the first ``n_rows`` vectors of ``before`` and ``after``
-    ``(n, d_model)``: scattered means and spreads before, all centred and unit-width after."""
+    ``(n, d_model)``, each legend entry giving the vector's mean and standard deviation:
+    different scales before, all centred and unit-width after. ``labels`` name the vectors
+    (default ``vector 0``, ``vector 1``...)."""
     before, after = _np(before)[:n_rows], _np(after)[:n_rows]
+    if labels is None:
+        labels = [f"vector {i}" for i in range(len(before))]
+    if len(labels) < len(before):
+        raise ValueError(f"labels needs one name per vector ({len(before)}), got {len(labels)}")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     colours = plt.get_cmap("tab10").colors
     panels = ((axes[0], before, "before LayerNorm"), (axes[1], after, "after LayerNorm"))
     for ax, values, title in panels:
         bins = np.linspace(values.min(), values.max(), 40)
         for i, row in enumerate(values):
-            label = f"vector {i}: mean {row.mean():+.2f}, std {row.std():.2f}"
+            label = f"{labels[i]}: mean {_signed(row.mean())}, std {row.std():.2f}"
             ax.hist(row, bins=bins, alpha=0.55, color=colours[i % 10], label=label)
         ax.set_title(title)
         ax.set_xlabel("activation value")
@@ -72,7 +88,7 @@ def plot_gelu_vs_relu() -> Figure:
         ax.set_xlabel("input x")
         ax.legend()
     fig.suptitle(
-        "GELU is a smooth ReLU: no kink at 0, and small negative inputs still pass a gradient"
+        "GELU is a smooth ReLU: no kink at 0, and moderately negative inputs still pass a gradient"
     )
     fig.tight_layout()
     return fig
@@ -133,15 +149,22 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def size_table(configs: Mapping[str, GPTConfig], dtype: torch.dtype = torch.float32) -> str:
-    """HTML table: one row per config with its parameters, memory, FLOPs and KV cache."""
-    header = ["model", "layers", "heads", "d_model", "context", "vocab"]
+    """HTML table: one row per config with its shape, parameters (head tied to the token
+    embedding or separate), memory, FLOPs and KV cache (memory in ``dtype``)."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    header = ["model", "layers", "heads", "d_model", "context", "vocab", "head"]
     rows = []
     for name, config in configs.items():
         readable = format_size_report(size_report(config, dtype))
+        del readable["parameters"]  # the config's own count: one of the two that follow
         if not rows:
-            header += list(readable)
+            header += [
+                f"{label} ({dtype_name})" if label.startswith(("weights", "KV")) else label
+                for label in readable
+            ]
         shape = [config.n_layers, config.n_heads, config.d_model, config.context_length]
-        rows.append([name, *shape, config.vocab_size, *readable.values()])
+        head = "tied" if config.tie_weights else "untied"
+        rows.append([name, *shape, config.vocab_size, head, *readable.values()])
     return html_table(header, rows)
 
 
