@@ -61,6 +61,7 @@ def plot_layernorm_effect(
         ax.set_xlabel("activation value")
         ax.legend(fontsize=8, loc="upper left")
     axes[0].set_ylabel("count (features)")
+    axes[0].set_ylim(0, axes[0].get_ylim()[1] * 1.5)  # room for the legends above the bars
     fig.suptitle("LayerNorm puts every vector on the same scale: mean 0, standard deviation 1")
     fig.tight_layout()
     return fig
