@@ -386,3 +386,18 @@ def test_tokenizer_identity_round_trip():
         tokenizer_from_identity({**identity, "fingerprint": "0" * 16})
     with pytest.raises(ValueError, match="unknown tokenizer"):
         tokenizer_from_identity({**identity, "name": "mystery"})
+
+
+def test_num_threads_applies_during_the_run_only():
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        trainer = tiny_trainer(max_steps=2, num_threads=1)
+        trainer.callbacks.append(lambda t, e: e == "step" and seen.append(torch.get_num_threads()))
+        trainer.run()
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(original)
+    with pytest.raises(ValueError, match="num_threads"):
+        TrainConfig(num_threads=0)
