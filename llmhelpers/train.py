@@ -370,6 +370,7 @@ class Trainer:
         self.history = History()
         self.step = 0
         self.stop_requested = False
+        self._elapsed = 0.0  # training seconds so far, the same on every rank
         self.checkpoint_dir: Path | None = None  # with checkpoint_interval > 0: save every N steps
         self.checkpoint_interval = 0
         self.forward_model = self.model
@@ -413,7 +414,7 @@ class Trainer:
             by_steps = (self.step - self.config.warmup_steps) / max(
                 1, self.config.max_steps - self.config.warmup_steps
             )
-            progress = max(by_steps, self.history.train_seconds / self.config.time_limit_s)
+            progress = max(by_steps, self._elapsed / self.config.time_limit_s)
         return lr_at(self.step, self.config, progress)
 
     def request_stop(self) -> None:
@@ -575,14 +576,16 @@ class Trainer:
         history.train_seconds += seconds
 
     def _should_stop(self) -> bool:
-        stop = self.stop_requested
+        stop, self._elapsed = self.stop_requested, self.history.train_seconds
+        if self.world_size > 1:
+            # Every rank must agree to stop (or the others would wait forever) and use the same
+            # elapsed time for a time-based learning rate (or their weights would drift apart).
+            shared = torch.tensor([float(stop), self._elapsed], device=self.device)
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            stop, self._elapsed = bool(shared[0]), float(shared[1])
         limit = self.config.time_limit_s
-        if limit is not None and self.history.train_seconds >= limit:
+        if limit is not None and self._elapsed >= limit:
             stop = True
-        if self.world_size > 1:  # every rank must agree, or the others would wait forever
-            flag = torch.tensor(float(stop), device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag)
         if stop and self.history.stop_reason is None:
             timed_out = self.config.time_limit_s is not None and not self.stop_requested
             self.history.stop_reason = "time limit" if timed_out else "stopped"
@@ -749,8 +752,13 @@ DEFAULT_VOCAB_SIZE = 512
 # a run that sees each window about once.
 DEFAULT_MODEL_SIZES = {"context_length": 64, "d_model": 64, "n_heads": 4, "n_layers": 4,
                        "dropout": 0.0}
-DEFAULT_TRAINING = {"max_steps": 1500, "batch_size": 16, "lr": 6e-3, "min_lr": 6e-4,
-                    "warmup_steps": 20, "eval_interval": 100, "eval_batches": 8}
+# Small batches and many steps win too (batch 8 < 16 < 32 in loss after the same time). One CPU
+# thread: this model's matrix products are too small to gain from more, and several threads
+# slow to a crawl as soon as another program competes for the cores. To use more cores, run
+# one process per core with torchrun (see ``main``).
+DEFAULT_TRAINING = {"max_steps": 2000, "batch_size": 8, "lr": 6e-3, "min_lr": 6e-4,
+                    "warmup_steps": 20, "eval_interval": 100, "eval_batches": 16,
+                    "num_threads": 1}
 
 
 def default_model_config(vocab_size: int):
@@ -784,8 +792,11 @@ def _default_cache_path(trainer: Trainer, root: str | os.PathLike | None = None)
     from llmhelpers.data import cache_dir
 
     root = Path(root) if root is not None else cache_dir() / "checkpoints"
-    settings = [trainer.model.config.to_dict(), dataclasses.asdict(trainer.config)]
-    key = json.dumps([*settings, trainer.tokenizer_info], sort_keys=True)
+    # Only what changes the trained weights: not logging, evaluation, samples or threads.
+    ignored = {"progress", "eval_interval", "eval_batches", "sample_interval", "sample_prompt",
+               "sample_tokens", "sample_temperature", "device", "num_threads", "compile"}
+    run = {k: v for k, v in dataclasses.asdict(trainer.config).items() if k not in ignored}
+    key = json.dumps([trainer.model.config.to_dict(), run, trainer.tokenizer_info], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return root / f"shakespeare-default-{digest}"
 
@@ -837,15 +848,15 @@ def _build_parser() -> argparse.ArgumentParser:
     data.add_argument("--text-file", help="train on this UTF-8 text file instead")
     data.add_argument("--tokenizer", choices=["shakespeare-bpe", "gpt2"])
     data.add_argument("--vocab-size", type=int, help="for shakespeare-bpe (default 512)")
-    model = parser.add_argument_group("model (default: GPTConfig.cpu_default)")
+    model = parser.add_argument_group("model (default: the notebook-4 model, DEFAULT_MODEL_SIZES)")
     model.add_argument("--gpt2-size", choices=["124M", "355M", "774M", "1558M"])
     for name in ("context_length", "d_model", "n_heads", "n_layers"):
         model.add_argument("--" + name.replace("_", "-"), type=int)
     model.add_argument("--dropout", type=float)
-    train = parser.add_argument_group("training (defaults: TrainConfig)")
+    train = parser.add_argument_group("training (default: the notebook-4 run, DEFAULT_TRAINING)")
     train.add_argument("--steps", type=int, dest="max_steps")
     for name in ("batch_size", "grad_accum_steps", "warmup_steps", "eval_interval",
-                 "eval_batches", "sample_interval", "seed"):
+                 "eval_batches", "sample_interval", "seed", "num_threads"):
         train.add_argument("--" + name.replace("_", "-"), type=int)
     for name in ("lr", "min_lr", "weight_decay", "grad_clip", "time_limit_s"):
         train.add_argument("--" + name.replace("_", "-"), type=float)
@@ -903,14 +914,15 @@ def main(argv: Sequence[str] | None = None) -> Trainer:
             out, corpus.train_ids, corpus.val_ids, tokenizer, **settings["train"]
         )
     else:
-        config = TrainConfig(**settings["train"])
+        config = default_train_config(**settings["train"])
         model_settings = dict(settings["model"])
         seed_everything(config.seed)
         if "gpt2_size" in model_settings:
             size = model_settings.pop("gpt2_size")
             model_config = GPTConfig.gpt2(size, **model_settings)
         else:
-            model_config = GPTConfig.cpu_default(tokenizer.n_vocab, **model_settings)
+            sizes = {**DEFAULT_MODEL_SIZES, **model_settings}
+            model_config = GPTConfig.cpu_default(tokenizer.n_vocab, **sizes)
         model = GPTModel(model_config)
         trainer = Trainer(model, corpus.train_ids, corpus.val_ids, config, tokenizer, (), info)
 

@@ -274,9 +274,13 @@ def test_time_limit_stops_the_run_and_finishes_the_decay():
     trainer = tiny_trainer(max_steps=1000, time_limit_s=1e-9)
     history = trainer.run()
     assert history.step == [1] and history.stop_reason == "time limit"
-    trainer = tiny_trainer(max_steps=1000, warmup_steps=0, time_limit_s=1e-9)
-    trainer.history.train_seconds = 1.0  # the whole time budget is spent: lr at its minimum
-    assert trainer.current_lr() == pytest.approx(trainer.config.min_lr)
+    # with a time limit the cosine decay follows the clock: near min_lr when time is up
+    trainer = tiny_trainer(max_steps=10**6, warmup_steps=0, time_limit_s=1.0, eval_interval=10**6)
+    history = trainer.run()
+    assert history.stop_reason == "time limit" and 1.0 <= history.train_seconds < 3.0
+    assert history.lr[0] == pytest.approx(3e-3)
+    assert history.lr[-1] < 1.5e-3
+    assert all(a >= b for a, b in zip(history.lr, history.lr[1:], strict=False))
 
 
 # ---------------------------------------------------------------- checkpoints and resume
@@ -362,15 +366,22 @@ def test_pretrained_model_is_trained_once_then_loaded_from_the_cache(tmp_path, m
 
     first = train.pretrained_shakespeare_model(progress=False, root=tmp_path)
     assert len(runs) == 1 and not first.training
-    second = train.pretrained_shakespeare_model(progress=False, root=tmp_path)
+    second = train.pretrained_shakespeare_model(progress=True, root=tmp_path)
     assert len(runs) == 1  # loaded, not trained again
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+    # a notebook run with samples and a live plot trains the same model: it is cached as one
+    notebook_run = train.default_trainer(sample_interval=1, progress=False, eval_interval=1)
+    notebook_run.run()
+    assert train.cache_default_model(notebook_run, tmp_path) == next(tmp_path.iterdir())
+    stopped = train.default_trainer(progress=False)
+    stopped.run(1)
+    assert train.cache_default_model(stopped, tmp_path) is None  # unfinished: not cached
     # a different configuration is a different cache entry
     monkeypatch.setattr(train, "default_train_config", lambda **changes: TrainConfig(
         **{"max_steps": 2, "batch_size": 4, "eval_interval": 2, "eval_batches": 1, **changes}))
     train.pretrained_shakespeare_model(progress=False, root=tmp_path)
-    assert len(runs) == 2 and len(list(tmp_path.iterdir())) == 2
+    assert len(runs) == 4 and len(list(tmp_path.iterdir())) == 2
 
 
 def test_tokenizer_identity_round_trip():
