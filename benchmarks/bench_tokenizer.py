@@ -1,11 +1,16 @@
 """Benchmark our BPE: training time, encoding speed against tiktoken, characters per token.
 
-Run: ``.venv/bin/python benchmarks/bench_tokenizer.py [--vocab-sizes 512 1024] [--naive]``
+Run: ``.venv/bin/python benchmarks/bench_tokenizer.py [--vocab-sizes 512 1024] [--naive]
+[--simple]``
 
 Trains on the full tiny-shakespeare corpus (the notebooks' default tokenizer uses the 90%
 training split; the numbers barely differ). Encoding is timed on the whole corpus, with our
 pure-Python encoder (cold: empty chunk cache; warm: second pass) and with the same table in
 tiktoken's Rust encoder (``to_tiktoken()``). All times are the best of ``--repeats`` runs.
+
+Last, one very long pre-split chunk (24,000 letters, ``"the" * 8000``) with GPT-2's table:
+our heap encoder ``bpe_encode_piece`` against tiktoken (``--simple`` adds the O(n²) teaching
+version ``bpe_encode_piece_simple``: about a minute), and training on one long chunk.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ import argparse
 import time
 
 from llmhelpers.data import load_text, train_val_split
-from llmhelpers.tokenizer import DEFAULT_VOCAB_SIZE, BPETokenizer, gpt2_tokenizer
+from llmhelpers.tokenizer import (
+    DEFAULT_VOCAB_SIZE,
+    BPETokenizer,
+    bpe_encode_piece,
+    bpe_encode_piece_simple,
+    gpt2_tokenizer,
+)
 
 
 def best_time(function, repeats: int) -> tuple[float, object]:
@@ -32,6 +43,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive", action="store_true",
                         help="also time the recount-per-merge trainer (slow) on the first size")
+    parser.add_argument("--simple", action="store_true",
+                        help="also time the O(n^2) chunk encoder on the long chunk (~1 min)")
     args = parser.parse_args()
 
     text = load_text("tiny-shakespeare")
@@ -71,6 +84,26 @@ def main() -> None:
     print(f"  encode, ours (cold):     {cold_s:8.3f} s, tiktoken {fast_s:.3f} s "
           f"({cold_s / fast_s:.1f}x slower)")
     print(f"  characters per token:    {len(text) / len(ids):8.3f}")
+
+    long_chunk = "the" * 8000
+    piece = long_chunk.encode()
+    assert len(ours_gpt2.pre_split(long_chunk)) == 1
+    heap_s, ids = best_time(lambda: bpe_encode_piece(piece, ours_gpt2.ranks), args.repeats)
+    fast_s, fast_ids = best_time(lambda: gpt2.encode(long_chunk), args.repeats)
+    assert ids == fast_ids
+    print(f"\none pre-split chunk of {len(long_chunk):,} letters, GPT-2's table: identical ids")
+    print(f"  bpe_encode_piece (heap): {heap_s:8.3f} s, tiktoken {fast_s:.4f} s "
+          f"({heap_s / fast_s:.0f}x slower)")
+    if args.simple:
+        simple_s, simple_ids = best_time(
+            lambda: bpe_encode_piece_simple(piece, ours_gpt2.ranks), 1)
+        assert simple_ids == ids
+        print(f"  bpe_encode_piece_simple: {simple_s:8.3f} s ({simple_s / heap_s:.0f}x the heap "
+              "version)")
+    for chunk_text in ("ab" * 20_000, "the" * 8000):
+        train_s, _ = best_time(lambda t=chunk_text: BPETokenizer.train(t, DEFAULT_VOCAB_SIZE), 1)
+        print(f"  training {DEFAULT_VOCAB_SIZE} ids on {chunk_text[:6]!r}... "
+              f"({len(chunk_text):,} characters, one chunk): {train_s:.2f} s")
 
 
 if __name__ == "__main__":

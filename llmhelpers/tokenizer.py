@@ -22,6 +22,15 @@ How a ``BPETokenizer`` is organised
   adjacent pair whose joined bytes have the lowest rank (leftmost first on ties) until no joined
   pair is in the table. Because this is exactly tiktoken's rule, ``to_tiktoken()`` gives the same
   ids by construction, and the tokenizer built from GPT-2's files gives GPT-2's ids.
+  ``bpe_encode_piece_simple`` is that rule written plainly (O(n²) for a chunk of n bytes);
+  ``bpe_encode_piece``, used for encoding, is the same rule with a heap (O(n log n)), so that
+  one very long chunk (a run of 100,000 letters) does not take minutes.
+* The pre-split pattern must match every character: a pattern that skips one (``"."`` skips
+  line breaks) is refused when the tokenizer is built and whenever a text would lose a
+  character, so encoding never silently drops text.
+* Special-token strings in a text are an explicit decision (see ``encode``); for whole raw
+  corpora ``encode_corpus(tokenizer, text, special_tokens="as_text" | "as_special")``
+  makes that decision a required argument.
 
 Training rules (what makes the merges reproducible)
 ---------------------------------------------------
@@ -108,6 +117,7 @@ class CharTokenizer:
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
         """The vocabulary is every character that occurs in ``text``."""
+        _check_text(text)
         if not text:
             raise ValueError("text must not be empty")
         return cls(sorted(set(text)))
@@ -117,6 +127,7 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        _check_text(text)
         ids = []
         for position, char in enumerate(text):
             if char not in self._id_of:
@@ -129,7 +140,7 @@ class CharTokenizer:
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.chars[_checked_id(i, self.n_vocab)] for i in ids)
+        return "".join(self.chars[_checked_id(i, self.n_vocab)] for i in _checked_ids(ids))
 
 
 # A word (letters/digits, with inner apostrophes as in "o'er") or a single punctuation mark.
@@ -161,14 +172,14 @@ class WordTokenizer:
             not isinstance(max_vocab, int) or isinstance(max_vocab, bool) or max_vocab < 2
         ):
             raise ValueError(f"max_vocab must be an int >= 2 or None, got {max_vocab!r}")
-        counts = Counter(cls.tokenize(text))
+        counts = Counter(cls.tokenize(text))  # checks that text is a str
         keep = None if max_vocab is None else max_vocab - 1
         return cls([word for word, _ in counts.most_common(keep)])
 
     @staticmethod
     def tokenize(text: str) -> list[str]:
         """Split into words and punctuation marks, dropping whitespace."""
-        return regex.findall(WORD_PATTERN, text)
+        return regex.findall(WORD_PATTERN, _check_text(text))
 
     @property
     def n_vocab(self) -> int:
@@ -179,7 +190,7 @@ class WordTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         pieces: list[str] = []
-        for i in ids:
+        for i in _checked_ids(ids):
             word = self.words[_checked_id(i, self.n_vocab)]
             glue = not pieces or word in _NO_SPACE_BEFORE or pieces[-1] in _NO_SPACE_AFTER
             pieces.append(word if glue else " " + word)
@@ -193,6 +204,23 @@ class WordTokenizer:
         """The fraction of the tokens of ``text`` that become ``<|unk|>``."""
         words = self.tokenize(text)
         return len(self.unknown_words(text)) / len(words) if words else 0.0
+
+
+def _check_text(text: object, name: str = "text") -> str:
+    """``text`` itself if it is a str, else a TypeError naming the parameter."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+    return text
+
+
+def _checked_ids(ids: object) -> Iterable:
+    """``ids`` if it is a one-dimensional collection of ids (list, tuple, array, tensor)."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TypeError("ids must be a sequence of token ids (a list, tuple, 1-d array or "
+                        f"tensor), got {type(ids).__name__}")
+    if getattr(ids, "ndim", 1) != 1:
+        raise ValueError(f"ids must be one-dimensional, got shape {tuple(ids.shape)}")
+    return ids
 
 
 def _checked_id(token_id: object, n_vocab: int) -> int:
@@ -213,12 +241,13 @@ def _checked_id(token_id: object, n_vocab: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def bpe_encode_piece(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
+def bpe_encode_piece_simple(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
     """Token ids of one pre-split chunk, given a table token bytes -> rank (= id).
 
     Repeatedly join the adjacent pair whose joined bytes have the lowest rank (the leftmost
     such pair on ties) until no joined pair is a token. A chunk that is itself a token is
-    returned at once, as tiktoken does.
+    returned at once, as tiktoken does. Each join rescans the whole chunk, so a chunk of ``n``
+    bytes costs O(n²); ``bpe_encode_piece`` gives the same ids in O(n log n).
     """
     if piece in ranks:
         return [ranks[piece]]
@@ -233,6 +262,52 @@ def bpe_encode_piece(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
             break
         parts[best_index : best_index + 2] = [parts[best_index] + parts[best_index + 1]]
     return [ranks[part] for part in parts]
+
+
+def bpe_encode_piece(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
+    """The ids of ``bpe_encode_piece_simple`` (same rule: lowest rank first, leftmost on ties),
+    in O(n log n) for a chunk of ``n`` bytes, so one very long chunk stays fast.
+
+    Instead of rescanning the chunk for every join, keep every possible join in a heap ordered
+    by (rank, position), so the top is the lowest rank and, on ties, the leftmost. A join
+    changes only its two neighbouring candidates: push those, and skip heap entries whose
+    parts have changed since they were pushed.
+    """
+    if piece in ranks:
+        return [ranks[piece]]
+    n = len(piece)
+    # The current parts, identified by their start offset: part ``s`` is ``piece[s:end[s]]``
+    # and the part before it starts at ``start_before[s]`` (-1 for the first part).
+    # ``end[s] = -1`` marks an offset that is no longer the start of a part.
+    end = list(range(1, n + 1))
+    start_before = list(range(-1, n - 1))
+
+    def candidate(start: int) -> tuple[int, int, int] | None:
+        """(rank, start, stop) for joining part ``start`` with the next part, if a token."""
+        if start < 0 or end[start] >= n:
+            return None
+        stop = end[end[start]]
+        rank = ranks.get(piece[start:stop])
+        return None if rank is None else (rank, start, stop)
+
+    heap = [join for start in range(n - 1) if (join := candidate(start))]
+    heapq.heapify(heap)
+    while heap:
+        _, start, stop = heapq.heappop(heap)
+        if end[start] == -1 or end[start] >= n or end[end[start]] != stop:
+            continue  # out of date: one of the two parts was joined to something else
+        end[end[start]] = -1  # the right part disappears into the left one
+        end[start] = stop
+        if stop < n:
+            start_before[stop] = start
+        for join in (candidate(start_before[start]), candidate(start)):
+            if join:
+                heapq.heappush(heap, join)
+    ids, start = [], 0
+    while start < n:
+        ids.append(ranks[piece[start : end[start]]])
+        start = end[start]
+    return ids
 
 
 def merge_pair(ids: list[int], pair: Pair, new_id: int) -> list[int]:
@@ -267,6 +342,19 @@ class TrainingLog:
     merge_counts: list[int] = field(default_factory=list)
     n_tokens: list[int] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for name in ("n_chars", "n_bytes"):
+            if not _is_positive_int(getattr(self, name)):
+                raise ValueError(f"TrainingLog: {name} must be an int >= 1, "
+                                 f"got {getattr(self, name)!r}")
+        for name in ("merge_counts", "n_tokens"):
+            values = getattr(self, name)
+            if not isinstance(values, list) or not all(map(_is_positive_int, values)):
+                raise ValueError(f"TrainingLog: {name} must be a list of ints >= 1")
+        if len(self.merge_counts) != len(self.n_tokens):
+            raise ValueError("TrainingLog: merge_counts and n_tokens must have one entry per "
+                             f"merge, got {len(self.merge_counts)} and {len(self.n_tokens)}")
+
     def chars_per_token(self) -> tuple[list[int], list[float]]:
         """``(vocab_sizes, chars_per_token)`` from 256 (bytes only) to the final size."""
         lengths = [self.n_bytes, *self.n_tokens]
@@ -275,6 +363,18 @@ class TrainingLog:
     def to_json(self) -> dict:
         return {"n_chars": self.n_chars, "n_bytes": self.n_bytes,
                 "merge_counts": self.merge_counts, "n_tokens": self.n_tokens}
+
+    @classmethod
+    def from_json(cls, data: object) -> TrainingLog:
+        """The log ``to_json`` wrote; ValueError for anything else."""
+        keys = {"n_chars", "n_bytes", "merge_counts", "n_tokens"}
+        if not isinstance(data, dict) or set(data) != keys:
+            raise ValueError(f"TrainingLog: expected a dict with the keys {sorted(keys)}")
+        return cls(**data)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass
@@ -291,7 +391,8 @@ class TrainingCorpus:
     @classmethod
     def from_text(cls, text: str, pattern: str = GPT2_SPLIT_PATTERN) -> TrainingCorpus:
         """Pre-split ``text``; each distinct chunk is kept once, as bytes, with its count."""
-        chunk_counts = Counter(regex.findall(pattern, text))  # keeps first-appearance order
+        # a Counter keeps the order of first appearance
+        chunk_counts = Counter(_split(_compile_pattern(pattern), text))
         return cls(
             words=[list(chunk.encode("utf-8")) for chunk in chunk_counts],
             freqs=list(chunk_counts.values()),
@@ -352,8 +453,10 @@ def learn_merges_incremental(
     contain the chosen pair, and only the counts of pairs in those chunks change.
 
     State: ``pair_counts`` (pair -> occurrences in the whole text), ``chunks_with`` (pair -> the
-    chunks containing it) and a max-heap of ``(-count, pair)`` entries. A heap entry goes stale
-    when its pair's count changes; we push a fresh entry then and skip stale ones when popping.
+    chunks containing it) and ``pairs_with_count`` (count -> the pairs occurring that often),
+    so the most frequent pairs are ``pairs_with_count[top]``, found without a search. ``top``
+    only ever goes down: a pair a merge creates contains the new token, so it cannot occur
+    more often than the merged pair did.
     """
     pair_counts: dict[Pair, int] = defaultdict(int)
     chunks_with: dict[Pair, set[int]] = defaultdict(set)
@@ -361,41 +464,48 @@ def learn_merges_incremental(
         for pair in zip(word, word[1:]):
             pair_counts[pair] += freq
             chunks_with[pair].add(i)
-    heap = [(-count, pair) for pair, count in pair_counts.items()]
-    heapq.heapify(heap)
+    pairs_with_count: dict[int, set[Pair]] = defaultdict(set)
+    for pair, count in pair_counts.items():
+        pairs_with_count[count].add(pair)
+    top = max(pair_counts.values(), default=0)
 
-    def first_occurrence(pair: Pair) -> tuple[int, int]:
-        """(index of the first chunk containing ``pair``, position of the pair in it)."""
-        chunk = min(chunks_with[pair])
-        word = corpus.words[chunk]
-        return chunk, next(j for j in range(len(word) - 1) if (word[j], word[j + 1]) == pair)
+    def change_count(pair: Pair, change: int) -> None:
+        old = pair_counts.pop(pair, 0)
+        if old:
+            pairs_with_count[old].discard(pair)
+        if old + change > 0:
+            pair_counts[pair] = old + change
+            pairs_with_count[old + change].add(pair)
+        else:
+            chunks_with.pop(pair, None)
 
-    def pop_most_frequent() -> Pair | None:
-        """Remove and return the pair to merge next (ties: first occurrence), or None."""
-        while heap and (pair_counts.get(heap[0][1]) != -heap[0][0] or corpus.is_known(heap[0][1])):
-            heapq.heappop(heap)  # stale, or its bytes are a token already (never chosen again)
-        if not heap:
-            return None
-        top = heap[0][0]
-        tied = set()
-        while heap and heap[0][0] == top:
-            _, pair = heapq.heappop(heap)
-            if pair_counts.get(pair) == -top and not corpus.is_known(pair):
-                tied.add(pair)
-        best = min(tied, key=first_occurrence) if len(tied) > 1 else tied.pop()
-        for pair in tied - {best}:
-            heapq.heappush(heap, (top, pair))
-        return best
+    def first_in_text(pairs: set[Pair]) -> Pair:
+        """The pair of ``pairs`` that occurs first in the text (one scan of one chunk, so
+        many tied pairs in one long chunk cost one pass, not one pass each)."""
+        word = corpus.words[min(min(chunks_with[pair]) for pair in pairs)]
+        return next(pair for pair in zip(word, word[1:]) if pair in pairs)
+
+    def most_frequent() -> Pair | None:
+        """The pair to merge next (ties: first occurrence in the text), or None."""
+        nonlocal top
+        while top > 0:
+            # a pair whose bytes are already a token is never chosen
+            tied = {pair for pair in pairs_with_count[top] if not corpus.is_known(pair)}
+            if tied:
+                return first_in_text(tied) if len(tied) > 1 else tied.pop()
+            del pairs_with_count[top]
+            top -= 1
+        return None
 
     for _ in range(n_merges):
-        pair = pop_most_frequent()
+        pair = most_frequent()
         if pair is None:
             return
         count = pair_counts[pair]
         new_id = corpus.add_token(pair)
         changes: dict[Pair, int] = defaultdict(int)
         n_replaced = 0
-        for i in chunks_with.pop(pair):
+        for i in chunks_with[pair]:
             old, freq = corpus.words[i], corpus.freqs[i]
             new = merge_pair(old, pair, new_id)
             corpus.words[i] = new
@@ -410,14 +520,8 @@ def learn_merges_incremental(
             for p in new_pairs.keys() - old_pairs.keys():
                 chunks_with[p].add(i)
         for p, change in changes.items():
-            if change == 0:
-                continue
-            pair_counts[p] += change
-            if pair_counts[p] == 0:
-                del pair_counts[p]
-                chunks_with.pop(p, None)
-            else:
-                heapq.heappush(heap, (-pair_counts[p], p))
+            if change != 0:
+                change_count(p, change)  # the merged pair itself drops to 0 and is removed
         on_merge(pair, new_id, count, n_replaced)
 
 
@@ -445,10 +549,10 @@ class BPETokenizer:
     ):
         """``merges`` maps (left id, right id) -> new id (or is a list of such triples), in
         the order learned; ``byte_ids[b]`` is the id of the single byte ``b``."""
+        byte_ids = [_as_id(i, "byte_ids") for i in byte_ids]
         if len(byte_ids) != 256 or len(set(byte_ids)) != 256:
             raise ValueError("byte_ids must hold 256 distinct ids, one per byte value")
-        self.vocab: dict[int, bytes] = {_as_id(i, "byte_ids"): bytes([b])
-                                        for b, i in enumerate(byte_ids)}
+        self.vocab: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(byte_ids)}
         if isinstance(merges, dict):
             items = merges.items()
         else:
@@ -480,10 +584,17 @@ class BPETokenizer:
                 raise ValueError(f"special token {token!r} has an id already used: {token_id}")
         if len(set(self.special_tokens.values())) != len(self.special_tokens):
             raise ValueError("special tokens must have distinct ids")
+        self._split_regex = _compile_pattern(pattern)
         self.pattern = pattern
-        self.name = name
+        self.name = _check_text(name, "name")
+        if training_log is not None:
+            if not isinstance(training_log, TrainingLog):
+                raise TypeError(f"training_log must be a TrainingLog or None, "
+                                f"got {type(training_log).__name__}")
+            if len(training_log.merge_counts) != len(self.merges):
+                raise ValueError(f"training_log has {len(training_log.merge_counts)} merges, "
+                                 f"the tokenizer {len(self.merges)}")
         self.training_log = training_log
-        self._split_regex = regex.compile(pattern)
         self._special_of_id = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
         self._piece_cache: dict[bytes, list[int]] = {}
 
@@ -528,11 +639,11 @@ class BPETokenizer:
             raise TypeError(f"vocab_size must be an int >= 256, got {vocab_size!r}")
         if vocab_size < 256:
             raise ValueError(f"vocab_size must be >= 256 (the byte tokens), got {vocab_size}")
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if isinstance(special_tokens, str):
-            raise TypeError(f"special_tokens must be a sequence of strings, e.g. "
-                            f"({special_tokens!r},), got the string {special_tokens!r}")
+        if not _check_text(text):
+            raise ValueError("text must not be empty: there is nothing to learn merges from")
+        special_tokens = _checked_special_token_names(special_tokens)
+        _compile_pattern(pattern)
+        # every check is done before the (possibly long) pass over the corpus
 
         corpus = TrainingCorpus.from_text(_without_lone_surrogates(text), pattern)
         log = TrainingLog(n_chars=len(text), n_bytes=corpus.n_tokens())
@@ -573,15 +684,13 @@ class BPETokenizer:
 
     def pre_split(self, text: str) -> list[str]:
         """The chunks GPT-2's regex cuts ``text`` into; merges never cross their borders."""
-        return self._split_regex.findall(text)
+        return _split(self._split_regex, _check_text(text))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` with special-token strings treated as plain text."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        text = _without_lone_surrogates(text)
+        text = _without_lone_surrogates(_check_text(text))
         ids: list[int] = []
-        for chunk in self._split_regex.findall(text):
+        for chunk in _split(self._split_regex, text):
             piece = chunk.encode("utf-8")
             cached = self._piece_cache.get(piece)
             if cached is None:
@@ -603,21 +712,22 @@ class BPETokenizer:
         A special token that is allowed becomes its id. One that is disallowed (by default all
         that are not allowed) raises ValueError. Pass ``disallowed_special=()`` to encode
         special-token strings as ordinary text.
+
+        Both take ``"all"`` or a collection of token strings such as ``{"<|endoftext|>"}``. A
+        bare string like ``"<|endoftext|>"`` is a TypeError, as in tiktoken (which fails on it
+        for ``allowed_special`` and silently reads it as a set of characters for
+        ``disallowed_special``). Unlike tiktoken, naming a token this tokenizer does not have
+        is a ValueError in both, rather than being ignored.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        allowed = (set(self.special_tokens) if allowed_special == "all"
-                   else set(allowed_special))
-        if unknown := allowed - set(self.special_tokens):
-            raise ValueError(f"allowed_special names unknown special tokens {sorted(unknown)}; "
-                             f"this tokenizer has {sorted(self.special_tokens)}")
+        _check_text(text)
+        allowed = self._special_token_set(allowed_special, "allowed_special")
         disallowed = (set(self.special_tokens) - allowed if disallowed_special == "all"
-                      else set(disallowed_special))
+                      else self._special_token_set(disallowed_special, "disallowed_special"))
         if disallowed and (found := _special_regex(frozenset(disallowed)).search(text)):
             token = found.group()
             raise ValueError(
                 f"the text contains the special token {token!r} at position {found.start()}. "
-                f"To encode it as its id {self.special_tokens.get(token)}, pass "
+                f"To encode it as its id {self.special_tokens[token]}, pass "
                 f"allowed_special={{{token!r}}}; to encode it as plain text, pass "
                 "disallowed_special=()."
             )
@@ -632,12 +742,29 @@ class BPETokenizer:
         ids.extend(self.encode_ordinary(text[start:]))
         return ids
 
+    def _special_token_set(self, tokens: object, name: str) -> set[str]:
+        """The special tokens named by ``allowed_special``/``disallowed_special``."""
+        if isinstance(tokens, str) and tokens == "all":
+            return set(self.special_tokens)
+        if isinstance(tokens, str) or not isinstance(tokens, Iterable):
+            example = tokens if isinstance(tokens, str) else ENDOFTEXT
+            raise TypeError(f"{name} must be 'all' or a collection of special-token strings "
+                            f"such as {{{example!r}}}, got {tokens!r}")
+        tokens = list(tokens)
+        if not all(isinstance(token, str) for token in tokens):
+            raise TypeError(f"{name} must hold special-token strings, got {tokens!r}")
+        if unknown := set(tokens) - set(self.special_tokens):
+            raise ValueError(f"{name} names unknown special tokens {sorted(unknown)}; "
+                             f"this tokenizer has {sorted(self.special_tokens)}")
+        return set(tokens)
+
     def merge_steps(self, text: str, n_merges: int) -> list[bytes]:
         """The tokens (as bytes) of ``text`` when only the first ``n_merges`` merges exist.
 
         ``n_merges=0`` gives single bytes, ``len(self.merges)`` the full encoding (special-token
         strings are plain text here).
         """
+        _check_text(text)
         if isinstance(n_merges, bool) or not isinstance(n_merges, int):
             raise TypeError(f"n_merges must be an int, got {n_merges!r}")
         if not 0 <= n_merges <= len(self.merges):
@@ -661,7 +788,7 @@ class BPETokenizer:
 
     def decode_tokens(self, ids: Iterable[int]) -> list[bytes]:
         """The bytes of each token, for showing token boundaries."""
-        return [self.id_to_bytes(i) for i in ids]
+        return [self.id_to_bytes(i) for i in _checked_ids(ids)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
@@ -716,20 +843,24 @@ class BPETokenizer:
 
     @classmethod
     def from_json(cls, data: dict) -> BPETokenizer:
-        """Build from the dict ``to_json`` produces, checking every field."""
+        """Build from the dict ``to_json`` produces, checking every field: anything malformed
+        is a ValueError (never a TypeError or KeyError), so a damaged file is easy to catch."""
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise ValueError(f"not a tokenizer file: 'format' must be {FORMAT_NAME!r}")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported tokenizer format version {data.get('version')!r} "
+        version = data.get("version")
+        if type(version) is not int or version != FORMAT_VERSION:  # not True, not 1.0
+            raise ValueError(f"unsupported tokenizer format version {version!r} "
                              f"(this code reads version {FORMAT_VERSION})")
+        required = {"format", "version", "name", "pattern", "byte_ids", "merges",
+                    "special_tokens"}
+        if missing := required - set(data):
+            raise ValueError(f"tokenizer file: missing {sorted(missing)}")
+        if unknown := set(data) - required - {"training"}:
+            raise ValueError(f"tokenizer file: unknown keys {sorted(unknown)}")
         for key, kind in (("name", str), ("pattern", str), ("byte_ids", list),
                           ("merges", list), ("special_tokens", dict)):
-            if not isinstance(data.get(key), kind):
+            if not isinstance(data[key], kind):
                 raise ValueError(f"tokenizer file: {key!r} must be a {kind.__name__}")
-        try:
-            regex.compile(data["pattern"])
-        except regex.error as error:
-            raise ValueError(f"tokenizer file: 'pattern' is not a valid regex: {error}") from None
         merges = []
         for entry in data["merges"]:
             if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[3], str)):
@@ -740,8 +871,8 @@ class BPETokenizer:
         log = None
         if training is not None:
             try:
-                log = TrainingLog(**training)
-            except TypeError as error:
+                log = TrainingLog.from_json(training)
+            except ValueError as error:
                 raise ValueError(f"tokenizer file: bad 'training' entry: {error}") from None
         tokenizer = cls(merges=merges, byte_ids=data["byte_ids"],
                         special_tokens=data["special_tokens"], pattern=data["pattern"],
@@ -754,11 +885,14 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        """Read a file written by ``save`` (plain JSON; nothing is executed or unpickled)."""
+        """Read a file written by ``save`` (plain JSON; nothing is executed or unpickled).
+
+        Any malformed content raises ValueError; a missing file raises FileNotFoundError.
+        """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            raise ValueError(f"{path} is not a valid JSON text file: {error}") from None
         return cls.from_json(data)
 
     @classmethod
@@ -789,10 +923,89 @@ class BPETokenizer:
         )
 
 
+CorpusPolicy = Literal["as_text", "as_special"]
+
+
+def encode_corpus(tokenizer, text: str, *, special_tokens: CorpusPolicy) -> list[int]:
+    """Encode a raw corpus with an explicit policy for special-token strings inside it.
+
+    ``special_tokens="as_text"``: a string like ``"<|endoftext|>"`` in the corpus is encoded
+    as ordinary text, like any other characters (right for text that merely contains the
+    marker). ``"as_special"``: each becomes its special-token id (right for a corpus whose
+    documents were joined with the marker on purpose). Either way, a marker in the corpus can
+    never make encoding fail. ``tokenizer`` is a ``BPETokenizer`` or a ``tiktoken.Encoding``.
+    """
+    import tiktoken
+
+    if not (isinstance(special_tokens, str) and special_tokens in ("as_text", "as_special")):
+        raise ValueError(f"special_tokens must be 'as_text' or 'as_special', "
+                         f"got {special_tokens!r}")
+    if not isinstance(tokenizer, (BPETokenizer, tiktoken.Encoding)):
+        raise TypeError("tokenizer must be a BPETokenizer or a tiktoken.Encoding, "
+                        f"got {type(tokenizer).__name__}")
+    _check_text(text)
+    allowed = "all" if special_tokens == "as_special" else set()
+    return tokenizer.encode(text, allowed_special=allowed, disallowed_special=())
+
+
+MAX_ID = 2**31 - 1  # tiktoken stores ranks as 32-bit integers
+
+
 def _as_id(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{where}: ids must be non-negative ints, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        raise ValueError(f"{where}: ids must be ints in [0, {MAX_ID}], got {value!r}")
     return value
+
+
+# Text every pre-split pattern must cut into chunks without losing a character: letters,
+# digits, punctuation, every kind of whitespace, accents, other scripts, emoji.
+_PATTERN_PROBE = "Hi, it's 2024!\n\n\tx  y\r\n\u00a0caf\u00e9 \u4e2d\u6587 \U0001f600\u200d ok?  "
+
+
+def _compile_pattern(pattern: object) -> regex.Pattern:
+    """The compiled pre-split regex, or a clear error naming ``pattern``."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a str, got {type(pattern).__name__}")
+    if not pattern:
+        raise ValueError("pattern must not be empty (it would cut every text into nothing)")
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as error:
+        raise ValueError(f"pattern is not a valid regex: {error}") from None
+    if compiled.groups:
+        raise ValueError("pattern must not have capturing groups (they change what findall "
+                         "returns); write (?:...) instead of (...)")
+    _split(compiled, _PATTERN_PROBE)
+    return compiled
+
+
+def _split(compiled: regex.Pattern, text: str) -> list[str]:
+    """The chunks of ``text``; a ValueError if they do not put the whole text back together."""
+    chunks = compiled.findall(text)
+    if sum(map(len, chunks)) != len(text):
+        covered = [False] * len(text)
+        for found in compiled.finditer(text):
+            covered[found.start() : found.end()] = [True] * (found.end() - found.start())
+        lost = covered.index(False) if False in covered else 0
+        raise ValueError(f"pattern {compiled.pattern!r} does not match every character of the "
+                         f"text (it skips {text[lost]!r} at position {lost}), so encoding would "
+                         "lose text; a pre-split pattern must match every character")
+    return chunks
+
+
+def _checked_special_token_names(special_tokens: object) -> list[str]:
+    """``special_tokens`` for ``train`` as a list of distinct, non-empty strings."""
+    if isinstance(special_tokens, str):
+        raise TypeError(f"special_tokens must be a sequence of strings, e.g. "
+                        f"({special_tokens!r},), got the string {special_tokens!r}")
+    if not isinstance(special_tokens, Iterable):
+        raise TypeError(f"special_tokens must be a sequence of strings, got {special_tokens!r}")
+    tokens = list(special_tokens)
+    if not all(isinstance(token, str) and token for token in tokens):
+        raise ValueError(f"special_tokens must be non-empty strings, got {tokens!r}")
+    if duplicates := sorted(token for token, n in Counter(tokens).items() if n > 1):
+        raise ValueError(f"special_tokens must be distinct, {duplicates} appear more than once")
+    return tokens
 
 
 def _readable(token: bytes) -> str:

@@ -19,6 +19,9 @@ from llmhelpers.tokenizer import (
     CharTokenizer,
     TrainingCorpus,
     WordTokenizer,
+    bpe_encode_piece,
+    bpe_encode_piece_simple,
+    encode_corpus,
     gpt2_byte_to_char,
     gpt2_tokenizer,
     learn_merges_incremental,
@@ -82,6 +85,26 @@ def test_special_token_in_text_is_a_decision(which, text, allowed_ids, plain_ids
     assert tokenizer.decode(allowed_ids) == text
 
 
+def test_special_token_arguments_are_checked(gpt2_ours, gpt2_ref):
+    text = "a <|endoftext|> b"
+    # tiktoken fails on a bare string for allowed_special (and reads one for
+    # disallowed_special as a set of characters); ours says what to pass instead
+    with pytest.raises(TypeError):
+        gpt2_ref.encode(text, allowed_special=ENDOFTEXT)
+    for name in ("allowed_special", "disallowed_special"):
+        with pytest.raises(TypeError, match=name + r".*\{'<\|endoftext\|>'\}"):
+            gpt2_ours.encode(text, **{name: ENDOFTEXT})
+        with pytest.raises(TypeError, match=name):
+            gpt2_ours.encode(text, **{name: None})
+        with pytest.raises(TypeError, match=name):
+            gpt2_ours.encode(text, **{name: [7]})
+    with pytest.raises(ValueError, match=r"disallowed_special names unknown special tokens "
+                                         r"\['<\|nope\|>'\]"):
+        gpt2_ours.encode("a <|nope|> b", disallowed_special={"<|nope|>"})
+    assert gpt2_ours.encode(text, allowed_special=[ENDOFTEXT]) == gpt2_ref.encode(
+        text, allowed_special={ENDOFTEXT})
+
+
 def test_special_token_errors_are_clear(gpt2_ours, small_bpe):
     with pytest.raises(ValueError, match="allowed_special.*<|nope|>"):
         gpt2_ours.encode("x", allowed_special={"<|nope|>"})
@@ -91,6 +114,31 @@ def test_special_token_errors_are_clear(gpt2_ours, small_bpe):
     assert eot == small_bpe.vocab_size == 400 and small_bpe.n_vocab == 401
     assert small_bpe.encode("a<|endoftext|>", allowed_special="all")[-1] == eot
     assert small_bpe.id_to_bytes(eot) == b"<|endoftext|>"
+
+
+@pytest.mark.parametrize("which", ["ours", "tiktoken"])
+def test_encode_corpus_makes_the_special_token_policy_explicit(which, request):
+    tokenizer = request.getfixturevalue("gpt2_ours" if which == "ours" else "gpt2_ref")
+    for text, allowed_ids, plain_ids in SPECIAL_CASES:
+        assert encode_corpus(tokenizer, text, special_tokens="as_text") == plain_ids
+        assert encode_corpus(tokenizer, text, special_tokens="as_special") == allowed_ids
+    with pytest.raises(ValueError, match="special_tokens must be 'as_text' or 'as_special'"):
+        encode_corpus(tokenizer, "x", special_tokens="allowed")
+    with pytest.raises(TypeError, match="special_tokens"):
+        encode_corpus(tokenizer, "x")  # no default: the caller must decide
+    with pytest.raises(TypeError, match="text must be a str"):
+        encode_corpus(tokenizer, None, special_tokens="as_text")
+
+
+def test_encode_corpus_with_our_own_tokenizer(small_bpe):
+    text = "To be.<|endoftext|>Or not."
+    as_text = encode_corpus(small_bpe, text, special_tokens="as_text")
+    as_special = encode_corpus(small_bpe, text, special_tokens="as_special")
+    assert 400 not in as_text and as_special.count(400) == 1
+    assert small_bpe.decode(as_text) == small_bpe.decode(as_special) == text
+    assert as_text == small_bpe.to_tiktoken().encode(text, disallowed_special=())
+    with pytest.raises(TypeError, match="tokenizer must be a BPETokenizer or a tiktoken"):
+        encode_corpus(CharTokenizer.from_text(text), text, special_tokens="as_text")
 
 
 @pytest.mark.parametrize("which", ["ours", "tiktoken"])
@@ -145,6 +193,68 @@ def test_from_gpt2_table_is_gpt2s(gpt2_ours, gpt2_ref):
     assert gpt2_ours.special_tokens == {ENDOFTEXT: 50256}
     assert gpt2_ours.ranks[b" "] == 220 and gpt2_ours.ranks[b"!"] == 0  # bytes are not ids
     assert gpt2_byte_to_char()[ord(" ")] == "\u0120" and gpt2_byte_to_char()[10] == "\u010a"
+
+
+# ---- the fast chunk encoder: same ids as the simple one, without its O(n²) ----
+
+
+@st.composite
+def rank_tables(draw) -> dict[bytes, int]:
+    """Any table holding all 256 bytes plus some tokens over b"abc", ranks in any order."""
+    tokens = draw(st.lists(st.text(alphabet="abc", min_size=2, max_size=5), unique=True,
+                           max_size=30))
+    table = [bytes([b]) for b in range(256)] + [token.encode() for token in tokens]
+    ranks = draw(st.permutations(range(len(table))))
+    return dict(zip(table, ranks))
+
+
+@PROPERTY
+@given(ranks=rank_tables(), piece=st.text(alphabet="abc", max_size=80).map(str.encode))
+def test_fast_chunk_encoder_equals_simple_on_random_tables(ranks, piece):
+    assert bpe_encode_piece(piece, ranks) == bpe_encode_piece_simple(piece, ranks)
+
+
+@PROPERTY
+@given(text=st.one_of(st.text(max_size=60), TRICKY_TEXT))
+def test_fast_chunk_encoder_equals_simple_with_gpt2s_table(gpt2_ours, text):
+    piece = text.encode("utf-8", errors="replace")
+    assert bpe_encode_piece(piece, gpt2_ours.ranks) == bpe_encode_piece_simple(
+        piece, gpt2_ours.ranks)
+
+
+class CountingRanks(dict):
+    """A rank table that counts how often a joined pair is looked up."""
+
+    lookups = 0
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+
+def test_fast_chunk_encoder_does_a_bounded_number_of_lookups():
+    # tokens "ab", "abab", "abababab", ...: a 2048-byte chunk takes 2047 joins
+    ranks = CountingRanks({bytes([b]): b for b in range(256)})
+    for k in range(11):
+        ranks[b"ab" * 2**k] = 256 + k
+    piece = b"ab" * 1024
+    fast_ranks, simple_ranks = CountingRanks(ranks), CountingRanks(ranks)
+    assert bpe_encode_piece(piece + b"a", fast_ranks) == [266, 97]
+    assert bpe_encode_piece_simple(piece + b"a", simple_ranks) == [266, 97]
+    # at most one lookup per initial pair and two per join, against ~n²/4 for the rescans
+    assert fast_ranks.lookups <= 3 * len(piece)
+    assert simple_ranks.lookups > 100 * len(piece)
+
+
+@pytest.mark.parametrize("text", [
+    "the" * 7000,  # 21,000 letters: one pre-split chunk
+    "a" * 20_000,
+    "".join(np.random.default_rng(0).choice(list("abcdefghijklmnopqrstuvwxyz"), 20_000)),
+])
+def test_one_long_chunk_matches_tiktoken(gpt2_ours, gpt2_ref, small_bpe, text):
+    assert len(gpt2_ours.pre_split(text)) == 1
+    assert gpt2_ours.encode(text) == gpt2_ref.encode(text)
+    assert small_bpe.encode(text) == small_bpe.to_tiktoken().encode(text)
 
 
 # ---- training: merge order, tie rule, incremental == naive ----
@@ -210,13 +320,40 @@ def test_trainers_agree_with_reference_on_small_texts(text):
 
 @pytest.mark.filterwarnings("ignore:the text only allowed")
 @settings(max_examples=100, deadline=None)
-@given(text=st.text(alphabet="ab xy\n.", max_size=60))
+@given(text=st.text(alphabet="ab xy\n.", min_size=1, max_size=60))  # "" is refused
 def test_incremental_equals_naive_on_tie_heavy_texts(text):
     fast = BPETokenizer.train(text, 256 + 10, special_tokens=())
     naive = BPETokenizer.train_naive(text, 256 + 10, special_tokens=())
     assert fast.merges == naive.merges
     assert list(fast.merges) == reference_merges(text, 10)
     assert fast.training_log == naive.training_log
+
+
+def every_pair_once(alphabet: str) -> str:
+    """A text in which every ordered pair of letters occurs exactly once (a de Bruijn
+    sequence, built greedily: append the last letter not yet used after the current one)."""
+    text, used = alphabet[0], set()
+    while (following := next((c for c in reversed(alphabet) if (text[-1], c) not in used),
+                             None)) is not None:
+        used.add((text[-1], following))
+        text += following
+    return text
+
+
+@pytest.mark.parametrize("text", [
+    "ab" * 20_000,  # one chunk of 40,000 letters
+    every_pair_once("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),  # 2,704 tied pairs
+])
+@pytest.mark.filterwarnings("ignore:the text only allowed")
+def test_incremental_equals_naive_on_one_long_chunk(text):
+    # Ties used to cost one scan of the chunk per tied pair, per merge: on the second text
+    # (every pair occurs once, so all of them tie) that took half a minute for 60 merges.
+    assert len(BPETokenizer().pre_split(text)) == 1
+    fast = BPETokenizer.train(text, 256 + 60, special_tokens=())
+    naive = BPETokenizer.train_naive(text, 256 + 60, special_tokens=())
+    assert list(fast.merges.items()) == list(naive.merges.items())
+    assert fast.training_log == naive.training_log
+    assert fast.encode(text) == fast.to_tiktoken().encode(text)
 
 
 def test_incremental_equals_naive_on_whole_corpus(corpus):
@@ -304,6 +441,61 @@ def test_decode_of_unknown_id_names_the_id(small_bpe, gpt2_ours):
     assert small_bpe.decode(np.array([72, 105])) == "Hi"  # numpy ints are fine
 
 
+@pytest.mark.parametrize("make", [
+    lambda: BPETokenizer(),
+    lambda: CharTokenizer.from_text("abc"),
+    lambda: WordTokenizer.from_text("a b c"),
+])
+def test_decode_rejects_what_is_not_a_sequence_of_ids(make):
+    tokenizer = make()
+    for bad in (5, None, "ab", b"ab", 1.7):
+        with pytest.raises(TypeError, match="ids must be a sequence of token ids"):
+            tokenizer.decode(bad)
+    for bad in ([1.7], [1.0], [np.float64(1.0)], [None], [True]):
+        with pytest.raises(TypeError, match="token ids must be integers"):
+            tokenizer.decode(bad)
+    with pytest.raises(ValueError, match="token id -1 does not exist"):
+        tokenizer.decode([1, -1])
+    with pytest.raises(ValueError, match=r"ids must be one-dimensional, got shape \(1, 2\)"):
+        tokenizer.decode(np.array([[1, 2]]))
+    assert tokenizer.decode(np.array([1, 2])) == tokenizer.decode([1, 2])
+
+
+def test_text_must_be_a_str_everywhere(small_bpe):
+    for call in (
+        lambda: small_bpe.merge_steps(None, 0),
+        lambda: small_bpe.pre_split(None),
+        lambda: small_bpe.encode_ordinary(None),
+        lambda: BPETokenizer.train(None, 300),
+        lambda: CharTokenizer.from_text(None),
+        lambda: CharTokenizer.from_text("ab").encode(None),
+        lambda: WordTokenizer.from_text(None),
+        lambda: WordTokenizer.from_text("ab").encode(None),
+    ):
+        with pytest.raises(TypeError, match="text must be a str, got NoneType"):
+            call()
+
+
+def test_training_arguments_are_checked_before_the_corpus_pass(monkeypatch):
+    with pytest.raises(ValueError, match="text must not be empty"):
+        BPETokenizer.train("", 300)
+
+    def no_corpus_pass(*args, **kwargs):
+        raise AssertionError("the corpus was read before the arguments were checked")
+
+    monkeypatch.setattr(TrainingCorpus, "from_text", no_corpus_pass)
+    with pytest.raises(ValueError, match=r"special_tokens must be distinct, \['<\|a\|>'\]"):
+        BPETokenizer.train("some text", 300, special_tokens=("<|a|>", "<|b|>", "<|a|>"))
+    with pytest.raises(ValueError, match="special_tokens must be non-empty strings"):
+        BPETokenizer.train("some text", 300, special_tokens=("",))
+    with pytest.raises(ValueError, match="special_tokens must be non-empty strings"):
+        BPETokenizer.train("some text", 300, special_tokens=(5,))
+    with pytest.raises(TypeError, match="special_tokens must be a sequence"):
+        BPETokenizer.train("some text", 300, special_tokens=ENDOFTEXT)
+    with pytest.raises(ValueError, match="pattern is not a valid regex"):
+        BPETokenizer.train("some text", 300, pattern="(")
+
+
 def test_lone_surrogates_become_replacement_characters_like_tiktoken(small_bpe, gpt2_ours,
                                                                      gpt2_ref):
     for text, shown in [("a\ud800b", "a\ufffdb"), ("\udfff", "\ufffd"), ("x \ud83d", "x \ufffd")]:
@@ -362,6 +554,100 @@ def test_load_rejects_bad_files(small_bpe, tmp_path, change, message):
         BPETokenizer.load(tmp_path / "bad.json")
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.update(byte_ids=[[b] for b in range(256)]), "byte_ids"),
+    (lambda d: d.update(byte_ids=list(range(255))), "256 distinct"),
+    (lambda d: d["training"].update(n_chars="x"), "n_chars"),
+    (lambda d: d["training"].update(n_bytes=0), "n_bytes"),
+    (lambda d: d["training"].update(merge_counts=[1.5] * 144), "merge_counts"),
+    (lambda d: d["training"]["n_tokens"].pop(), "one entry per merge"),
+    (lambda d: d["training"].pop("n_tokens"), "keys"),
+    (lambda d: d.update(training=[1, 2]), "training"),
+    (lambda d: d.update(version=True), "version True"),
+    (lambda d: d.update(version="1"), "version '1'"),
+    (lambda d: d.update(version=1.0), "version 1.0"),
+    (lambda d: d.update(pattern=""), "pattern must not be empty"),
+    (lambda d: d.update(pattern="."), r"pattern '\.' does not match every character"),
+    (lambda d: d.update(pattern=r"(\w+)|\W"), "capturing groups"),
+    (lambda d: d.update(pattern=5), "'pattern' must be a str"),
+    (lambda d: d.update(name=None), "'name' must be a str"),
+    (lambda d: d.pop("merges"), "missing"),
+    (lambda d: d.update(extra=1), "unknown keys"),
+    (lambda d: d["merges"][0].__setitem__(2, 256.0), "ids must be ints"),
+    (lambda d: d["merges"][0].__setitem__(1, [116]), "ids must be ints"),
+    (lambda d: d["merges"].__setitem__(0, "32 116"), "bad merge entry"),
+    (lambda d: d.update(special_tokens={ENDOFTEXT: "400"}), "ids must be ints"),
+    (lambda d: d.update(special_tokens={ENDOFTEXT: 2**40}), "ids must be ints"),
+    (lambda d: d.update(special_tokens={"": 400}), "non-empty strings"),
+    (lambda d: d.update(special_tokens=[ENDOFTEXT]), "'special_tokens' must be a dict"),
+])
+def test_load_raises_value_error_for_any_malformed_content(small_bpe, tmp_path, change, message):
+    data = json.loads(small_bpe.save(tmp_path / "tok.json").read_text())
+    change(data)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message):
+        BPETokenizer.load(tmp_path / "bad.json")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 600) | st.floats(allow_nan=False)
+    | st.text(max_size=4),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3),
+                                                                       children, max_size=3),
+    max_leaves=6,
+)
+
+
+def json_paths(value, path=()):
+    """Every place in a JSON value, as a tuple of keys/indices."""
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, child in items:
+        yield from json_paths(child, (*path, key))
+
+
+@pytest.fixture(scope="module")
+def tiny_saved() -> dict:
+    return BPETokenizer.train("zzzyzzzyzx the cat", 256 + 4).to_json()
+
+
+@PROPERTY
+@given(data=st.data(), replacement=JSON_VALUES)
+def test_from_json_raises_only_value_error_for_any_damage(tiny_saved, data, replacement):
+    damaged = json.loads(json.dumps(tiny_saved))
+    path = data.draw(st.sampled_from(list(json_paths(damaged))[1:]))
+    parent = damaged
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = replacement
+    try:
+        loaded = BPETokenizer.from_json(damaged)
+    except ValueError:
+        return
+    # the damage was harmless (e.g. a new name): the tokenizer must still work
+    assert loaded.decode(loaded.encode("zzz the", disallowed_special=())) == "zzz the"
+
+
+def test_a_pattern_that_skips_characters_is_refused():
+    with pytest.raises(ValueError, match=r"pattern '\.' does not match every character"):
+        BPETokenizer(pattern=".")  # "." skips line breaks: caught when built
+    with pytest.raises(ValueError, match="pattern must not be empty"):
+        BPETokenizer(pattern="")
+    with pytest.raises(ValueError, match="pattern must not be empty"):
+        BPETokenizer.train("abc abc", 258, pattern="")
+    # a pattern that passes the check when built but skips a rarer character: caught when
+    # the text has one, instead of losing it
+    skips_nul = BPETokenizer(pattern=r"[^\x00]")
+    assert skips_nul.decode(skips_nul.encode("a b\n")) == "a b\n"
+    with pytest.raises(ValueError, match=r"pattern .* skips '\\x00' at position 1"):
+        skips_nul.encode("a\x00b")
+    with pytest.raises(ValueError, match="pattern"):
+        skips_nul.merge_steps("a\x00b", 0)
+    with pytest.raises(ValueError, match="pattern"):
+        BPETokenizer.train("ab\x00ab", 257, pattern=r"[^\x00]+")
+
+
 def test_load_rejects_non_json(tmp_path):
     (tmp_path / "x.json").write_bytes(b"\x80\x03}q\x00.")  # a pickle, never unpickled
     with pytest.raises(ValueError):
@@ -389,6 +675,13 @@ def test_shakespeare_bpe_is_trained_on_the_train_split_and_cached(corpus, tmp_pa
     cached.write_text("{damaged")
     assert shakespeare_bpe(cache=tmp_path).merges == tokenizer.merges  # retrained
     assert BPETokenizer.load(cached).merges == tokenizer.merges  # and rewritten
+
+    # valid JSON with wrong types inside (this used to raise TypeError, so it was not retrained)
+    data = json.loads(cached.read_text())
+    data["byte_ids"] = [[b] for b in range(256)]
+    cached.write_text(json.dumps(data))
+    assert shakespeare_bpe(cache=tmp_path).merges == tokenizer.merges
+    assert BPETokenizer.load(cached).merges == tokenizer.merges
 
 
 # ---- teaching tokenizers ----
