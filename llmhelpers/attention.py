@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llmhelpers.checks import check_bool, check_positive_int, check_probability
+
 __all__ = [
     "attention_scores",
     "attention_weights",
@@ -43,35 +45,6 @@ __all__ = [
     "check_probability",
     "trace_shapes",
 ]
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is a positive integer (Python or NumPy; not a bool), else a
-    TypeError or ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
-
-
-def check_probability(name: str, value: object) -> float:
-    """``value`` as a ``float`` if it is a real number in ``[0, 1)`` (not a bool), else a
-    TypeError or ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a real number in [0, 1), got {type(value).__name__} {value!r}"
-        )
-    if not 0.0 <= value < 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return float(value)
-
-
-def check_bool(name: str, value: object) -> bool:
-    """``value`` if it is ``True`` or ``False``, else a TypeError naming ``name``."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__}")
-    return value
 
 
 def _check_sequence_tensor(name: str, tensor: object, last: str) -> None:

@@ -13,14 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-
-def check_positive_int(name: str, value: object) -> int:
-    """``value`` if it is an int >= 1 (not a bool); otherwise an error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value}")
-    return value
+from llmhelpers.checks import check_positive_int
 
 
 class SlidingWindowDataset(Dataset):

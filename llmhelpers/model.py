@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import Tensor, nn
 
 from llmhelpers.attention import MultiHeadAttention
+from llmhelpers.checks import check_positive_int, check_real
 
 GPT2_VOCAB_SIZE = 50_257
 """Ids GPT-2's tokenizer can produce; the largest, 50256, is ``<|endoftext|>``."""
@@ -44,22 +44,6 @@ GPT2_SIZES: dict[str, tuple[int, int, int]] = {
 
 ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 """Integer dtypes ``GPTModel`` accepts for token ids (converted to ``torch.long`` inside)."""
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    """``value`` as a plain int if it is an integer >= 1 (NumPy integers too, bools not)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _check_real(name: str, value: object) -> float:
-    """``value`` as a plain float if it is a real number (NumPy floats too, bools not)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -90,28 +74,28 @@ class GPTConfig:
     def __post_init__(self) -> None:
         # NumPy numbers are accepted and stored as plain int/float (so to_dict() stays JSON-ready).
         for name in ("vocab_size", "context_length", "d_model", "n_heads", "n_layers"):
-            self._set(name, _check_positive_int(name, getattr(self, name)))
+            self._set(name, check_positive_int(name, getattr(self, name)))
         if self.d_model % self.n_heads != 0:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}) so "
                 "every head gets the same width d_model // n_heads"
             )
-        self._set("dropout", _check_real("dropout", self.dropout))
+        self._set("dropout", check_real("dropout", self.dropout))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("qkv_bias", "tie_weights", "use_sdpa"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.d_ff is not None:
-            self._set("d_ff", _check_positive_int("d_ff", self.d_ff))
-        self._set("layer_norm_eps", _check_real("layer_norm_eps", self.layer_norm_eps))
+            self._set("d_ff", check_positive_int("d_ff", self.d_ff))
+        self._set("layer_norm_eps", check_real("layer_norm_eps", self.layer_norm_eps))
         if not (math.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0):
             raise ValueError(
                 f"layer_norm_eps must be a finite number > 0, got {self.layer_norm_eps}"
             )
         if self.valid_vocab_size is not None:
             self._set(
-                "valid_vocab_size", _check_positive_int("valid_vocab_size", self.valid_vocab_size)
+                "valid_vocab_size", check_positive_int("valid_vocab_size", self.valid_vocab_size)
             )
             if self.valid_vocab_size > self.vocab_size:
                 raise ValueError(
@@ -461,7 +445,7 @@ def mask_padded_logits(logits: Tensor, valid_vocab_size: int) -> Tensor:
     After this, softmax gives the padding ids probability exactly 0 and argmax never picks them.
     """
     width = logits.shape[-1]
-    _check_positive_int("valid_vocab_size", valid_vocab_size)
+    check_positive_int("valid_vocab_size", valid_vocab_size)
     if valid_vocab_size > width:
         raise ValueError(
             f"valid_vocab_size ({valid_vocab_size}) must be <= the logits' width ({width})"
@@ -612,7 +596,7 @@ def _dtype_bytes(dtype: torch.dtype) -> int:
 def _check_seq_len(config: GPTConfig, seq_len: int | None) -> int:
     if seq_len is None:
         return config.context_length
-    seq_len = _check_positive_int("seq_len", seq_len)
+    seq_len = check_positive_int("seq_len", seq_len)
     if seq_len > config.context_length:
         raise ValueError(
             f"seq_len must be <= context_length={config.context_length} (the model never "
@@ -669,7 +653,7 @@ def kv_cache_bytes(
     ``seq_len`` (at most the context length) defaults to the full context length.
     """
     seq_len = _check_seq_len(config, seq_len)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
     return 2 * config.n_layers * seq_len * config.d_model * batch_size * _dtype_bytes(dtype)
 
 
