@@ -117,11 +117,11 @@ def plot_lr_schedule(config: TrainConfig):
 class LiveLossPlot:
     """A ``Trainer`` callback that redraws the loss curves in the notebook while training.
 
-    Redraws after every evaluation and every ``every`` steps, replacing its own output, so the
-    cell ends with one up-to-date figure.
+    Redraws after every evaluation (and every ``every`` steps if given), replacing its own
+    output, so the cell ends with one up-to-date figure.
     """
 
-    def __init__(self, every: int = 25, title: str = "Training progress (live)"):
+    def __init__(self, every: int | None = None, title: str = "Training progress (live)"):
         self.every, self.title = every, title
         self.handle = None
         self.redraws = 0
@@ -133,7 +133,7 @@ class LiveLossPlot:
         return fig
 
     def __call__(self, trainer, event: str) -> None:
-        if event == "step" and trainer.step % self.every != 0:
+        if event == "step" and (not self.every or trainer.step % self.every != 0):
             return
         if event not in ("step", "eval", "end"):
             return
