@@ -199,6 +199,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 def choose_device(preference: str = "auto") -> torch.device:
     """CUDA if available, then Apple's MPS, then the CPU; or exactly what ``preference`` names."""
+    if preference == "cuda":  # under torchrun, each process takes the GPU of its local rank
+        preference = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     if preference != "auto":
         device = torch.device(preference)
         if device.type == "cuda" and not torch.cuda.is_available():

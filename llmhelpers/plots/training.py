@@ -70,7 +70,7 @@ def draw_losses(ax: Axes, history: History, title: str = "Training progress") ->
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if history.step or history.eval_step:
-        ax.legend(loc="upper right")
+        ax.legend(loc="best")
 
 
 def plot_losses(history: History, title: str = "Training progress", ln_vocab: float | None = None):
