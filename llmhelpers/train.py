@@ -187,14 +187,20 @@ def parameter_groups(model: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with two parameter groups: with and without weight decay."""
+    """AdamW with two parameter groups: with and without weight decay.
+
+    On CPU and CUDA it uses PyTorch's fused kernel (one pass over all weights instead of a
+    dozen small operations per tensor: several times faster for a small model).
+    """
     decay, no_decay = parameter_groups(model)
     parameters = dict(model.named_parameters())
     groups = [
         {"params": [parameters[n] for n in decay], "weight_decay": config.weight_decay},
         {"params": [parameters[n] for n in no_decay], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
+    device_type = next(model.parameters()).device.type
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2),
+                             fused=device_type in ("cpu", "cuda"))
 
 
 def choose_device(preference: str = "auto") -> torch.device:

@@ -22,6 +22,16 @@ from llmhelpers.checkpoint import (
 from llmhelpers.model import GPTConfig, GPTModel
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall when other programs share the
+    CPU); the caller's setting is restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_config(**changes):
     values = dict(vocab_size=40, context_length=8, d_model=16, n_heads=2, n_layers=2,
                   tie_weights=True)

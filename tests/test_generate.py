@@ -17,6 +17,16 @@ from llmhelpers.generate import (
 from llmhelpers.model import GPTConfig, GPTModel
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall when other programs share the
+    CPU); the caller's setting is restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class NextIdModel(nn.Module):
     """A stand-in model: at every position, logit ``strength`` on ``(id + 1) % vocab``.
 

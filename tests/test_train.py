@@ -30,6 +30,16 @@ from llmhelpers.train import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall when other programs share the
+    CPU); the caller's setting is restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class PlusOneModel(nn.Module):
     """Puts logit 20 on ``x[t] + 1`` and 0 on every other id (vocabulary 10)."""
 

@@ -11,6 +11,16 @@ from llmhelpers.tokenizer import CharTokenizer
 from llmhelpers.train import TrainConfig, Trainer, TrainingDivergedError
 from llmhelpers.widgets.training import DecodingPlayground, TrainingMonitor
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not stall when other programs share the
+    CPU); the caller's setting is restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 TEXT = "to be or not to be, that is the question. " * 40
 PNG_MAGIC = b"\x89PNG"
 
