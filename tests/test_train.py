@@ -422,3 +422,25 @@ def test_num_threads_applies_during_the_run_only():
         torch.set_num_threads(original)
     with pytest.raises(ValueError, match="num_threads"):
         TrainConfig(num_threads=0)
+
+
+def test_command_line_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
+    from llmhelpers.train import main
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 200, encoding="utf-8")
+    assert len(text.read_text(encoding="utf-8")) == 8600
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({
+        "data": {"text_file": str(text)},
+        "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "context_length": 16},
+        "train": {"max_steps": 2, "batch_size": 4, "eval_batches": 1, "progress": False},
+    }))
+    trainer = main(["--config", str(config), "--out", str(tmp_path / "out"), "--steps", "3"])
+    assert trainer.step == 3 and trainer.config.batch_size == 4
+    assert trainer.model.config.d_model == 32 and trainer.model.config.context_length == 16
+    content = text.read_text(encoding="utf-8")  # trained on the first 90% of the given file
+    assert trainer.tokenizer.decode(trainer.train_data.ids.tolist()) == content[:int(0.9 * 8600)]
+    assert "step 3:" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert saved["step"] == [1, 2, 3]
