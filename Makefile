@@ -29,7 +29,7 @@ lab: setup
 	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
 
 test: setup
-	$(BIN)/ruff check llmhelpers tests benchmarks
+	$(BIN)/ruff check llmhelpers tests benchmarks conftest.py
 	$(BIN)/python -m pytest
 
 # The main job: execute every notebook in order; executed copies and HTML land in build/.
@@ -42,7 +42,7 @@ run: setup
 	done
 
 lint: setup
-	$(BIN)/ruff check llmhelpers tests benchmarks
+	$(BIN)/ruff check llmhelpers tests benchmarks conftest.py
 
 bench: setup
 	for script in benchmarks/*.py; do $(BIN)/python "$$script" || exit 1; done
