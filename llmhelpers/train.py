@@ -536,7 +536,8 @@ class Trainer:
         end = cfg.max_steps if steps is None else min(self.step + steps, cfg.max_steps)
         self.stop_requested, history.stop_reason = False, None
         show = cfg.progress and self.is_main
-        bar = tqdm(total=end - self.step, desc="training", disable=not show)
+        # A calm bar (a redraw every 2 s at most): every redraw is a message to the notebook.
+        bar = tqdm(total=end - self.step, desc="training", disable=not show, mininterval=2.0)
         with self.own_random_stream(), self.cpu_threads():
             try:
                 while self.step < end and not self._should_stop():
@@ -545,7 +546,7 @@ class Trainer:
                     self.step += 1
                     self._log_step(loss, grad_norm, time.perf_counter() - started)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}")
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                     self._emit("step")
                     if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
                         self._evaluate_and_log()

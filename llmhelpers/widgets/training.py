@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 
 import ipywidgets as widgets
 import torch
@@ -51,6 +52,7 @@ class TrainingMonitor:
         self.error: BaseException | None = None
         self.status = ""
         self.plot_png = b""
+        self._last_refresh = 0.0
         trainer.callbacks.append(self._on_event)
         self._refresh(draw=True)
 
@@ -103,9 +105,12 @@ class TrainingMonitor:
 
     def _on_event(self, trainer, event: str) -> None:
         draw = event in ("eval", "end") or trainer.step % self.redraw_every == 0
-        self._refresh(draw=draw, finished=event == "end")
+        # Each widget change is a message to the browser: numbers at most 4 times a second.
+        if draw or time.monotonic() - self._last_refresh >= 0.25:
+            self._refresh(draw=draw, finished=event == "end")
 
     def _refresh(self, draw: bool, finished: bool = False) -> None:
+        self._last_refresh = time.monotonic()
         history = self.trainer.history
         self.progress.value = self.trainer.step
         parts = [f"step {self.trainer.step}/{self.trainer.config.max_steps}"]
