@@ -343,8 +343,13 @@ class TrainingDivergedError(FloatingPointError):
 
 # ---------------------------------------------------------------- the trainer
 class Trainer:
-    """Trains ``model`` on a token stream. Callbacks are called as ``callback(trainer, event)``
-    with event ``"step"``, ``"eval"``, ``"sample"`` or ``"end"`` (on rank 0 only)."""
+    """Trains ``model`` on a token stream.
+
+    Creating a trainer seeds Python's, NumPy's and PyTorch's generators with ``config.seed``
+    (plus the rank); from then on the run draws from its own copy of PyTorch's random state, so
+    it repeats exactly. Callbacks are called as ``callback(trainer, event)`` with event
+    ``"step"``, ``"eval"``, ``"sample"`` or ``"end"`` (on rank 0 only).
+    """
 
     def __init__(
         self,
@@ -417,6 +422,7 @@ class Trainer:
         return contextlib.nullcontext()
 
     def current_lr(self) -> float:
+        """The learning rate for the next step (the decay follows the clock with a time limit)."""
         progress = None
         if self.config.time_limit_s is not None:
             by_steps = (self.step - self.config.warmup_steps) / max(
@@ -669,23 +675,9 @@ def matmul_peak_flops(
     return 2 * size**3 / best
 
 
-def training_flops_per_token(config) -> float:
-    """FLOPs to train on one token: 6 per weight (forward 2, backward 4) plus attention.
-
-    Uses the model helper's count when there is one; otherwise the standard estimate
-    ``6 * n_weights + 12 * n_layers * d_model * context_length``.
-    """
-    from llmhelpers import model as model_module
-
-    helper = getattr(model_module, "training_flops_per_token", None)
-    if helper is not None:
-        return float(helper(config))
-    n_weights = 12 * config.n_layers * config.d_model**2 + config.vocab_size * config.d_model
-    return 6.0 * n_weights + 12.0 * config.n_layers * config.d_model * config.context_length
-
-
 def model_flops_utilization(tokens_per_second: float, flops_per_token: float, peak: float) -> float:
-    """The fraction of the matmul peak that training achieves (MFU)."""
+    """The fraction of the matmul peak that training achieves (MFU). ``flops_per_token`` from
+    ``llmhelpers.model.training_flops_per_token``."""
     return tokens_per_second * flops_per_token / peak
 
 
