@@ -98,18 +98,22 @@ def plot_overfitting(history: History):
 
 
 def plot_lr_schedule(config: TrainConfig):
-    """The learning rate at every step: linear warm-up, then cosine decay to ``min_lr``."""
+    """The learning rate at every step: linear warm-up, then cosine decay to ``min_lr``; the
+    right panel zooms in on the warm-up."""
     steps = np.arange(config.max_steps)
-    lrs = [lr_at(int(s), config) for s in steps]
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.plot(steps, lrs, color="#2ca02c")
-    ax.axvspan(0, config.warmup_steps, color="#2ca02c", alpha=0.1, label="warm-up")
-    ax.set_xlabel("optimizer step")
+    lrs = np.array([lr_at(int(s), config) for s in steps])
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [3, 1]})
+    zoom_end = min(config.max_steps, max(3 * config.warmup_steps, 10))
+    for axes, end in ((ax, config.max_steps), (zoom, zoom_end)):
+        axes.plot(steps[:end], lrs[:end], color="#2ca02c")
+        axes.axvspan(0, config.warmup_steps, color="#2ca02c", alpha=0.12, label="warm-up")
+        axes.set_xlabel("optimizer step")
+        axes.grid(alpha=0.3)
     ax.set_ylabel("learning rate")
-    ax.set_title(f"Learning-rate schedule: warm-up {config.warmup_steps} steps, "
-                 f"cosine from {config.lr:g} to {config.min_lr:g}")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    ax.set_title(f"Cosine decay from {config.lr:g} to {config.min_lr:g}")
+    zoom.set_title(f"The first {zoom_end} steps: warm-up")
+    zoom.legend(loc="lower right")
+    fig.suptitle("Learning-rate schedule")
     fig.tight_layout()
     return fig
 
