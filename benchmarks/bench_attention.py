@@ -9,22 +9,11 @@ Both run in this process on the same weights and inputs; results are printed as 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_time  # benchmarks/timing.py, beside this script
 
 from llmhelpers.attention import MultiHeadAttention
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:

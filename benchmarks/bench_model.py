@@ -12,24 +12,13 @@ machine. Our model is timed with the explicit attention and with the fused SDPA 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 
 import torch
+from timing import median_time  # benchmarks/timing.py, beside this script
 
 from llmhelpers.model import GPT2_SIZES
 from llmhelpers.pretrained import compare_with_hf, load_gpt2, save_random_hf_gpt2
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:
