@@ -292,7 +292,17 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     path = Path(directory) / MANIFEST
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {Path(directory)}: {MANIFEST} is missing")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"checkpoint file {path} is damaged (not valid JSON: {error})"
+        ) from error
+    if not isinstance(manifest, dict) or not {"files", "model_config", "step"} <= set(manifest):
+        raise CheckpointError(
+            f"checkpoint file {path} is damaged (not a checkpoint manifest: it lacks "
+            "'files', 'model_config' or 'step')"
+        )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"unsupported checkpoint format_version {manifest.get('format_version')!r} "

@@ -206,3 +206,18 @@ def test_load_can_restore_the_random_state(tmp_path):
     torch.manual_seed(6)
     load_checkpoint(tmp_path, restore_rng=True)
     assert torch.equal(torch.rand(4), expected)
+
+
+@pytest.mark.parametrize("text", ['{"format_version": 1, "files": {"mo', "[1, 2]", "\udcff"])
+def test_a_truncated_or_invalid_manifest_is_a_checkpoint_error_naming_the_file(tmp_path, text):
+    model, _ = trained_pair()
+    save_checkpoint(tmp_path, model)
+    manifest = tmp_path / "checkpoint.json"
+    if text == "\udcff":
+        manifest.write_bytes(b"\xff\xfe{")  # not UTF-8 at all
+    else:
+        manifest.write_text(text, encoding="utf-8")
+    with pytest.raises(CheckpointError, match="checkpoint.json is damaged"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="damaged"):
+        read_manifest(tmp_path)
