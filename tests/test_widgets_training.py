@@ -138,3 +138,8 @@ def test_playground_empty_prompt_asks_for_one(tokenizer):
     playground.prompt.value = ""
     assert playground.message.startswith("Type a prompt")
     assert playground.distribution == [] and playground.continuation == ""
+    playground.prompt.value = "to Z"  # 'Z' is not in this character tokenizer's vocabulary
+    assert playground.message.startswith("Cannot encode this prompt")
+    assert "'Z'" in playground.message
+    playground.prompt.value = "to"
+    assert playground.message == "" and playground.continuation

@@ -181,10 +181,14 @@ class DecodingPlayground:
         """Recompute the distribution and the continuation from the controls."""
         from llmhelpers.generate import generate
 
-        ids = self.tokenizer.encode(self.prompt.value) if self.prompt.value else []
-        if not ids:
-            self.distribution, self.continuation = [], ""
-            self.message = "Type a prompt: the model needs at least one token to continue."
+        try:
+            ids = self.tokenizer.encode(self.prompt.value) if self.prompt.value else []
+            problem = "" if ids else "Type a prompt: the model needs a token to continue from."
+        except ValueError as error:  # e.g. a character a character-level tokenizer never saw
+            ids, problem = [], f"Cannot encode this prompt: {error}"
+        if problem:
+            self.distribution, self.continuation, self.n_possible = [], "", 0
+            self.message = problem
             self.text_html.value = f"<i>{html.escape(self.message)}</i>"
             self.chart_png = b""
             self.image.value = b""
