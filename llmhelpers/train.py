@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from tqdm.auto import tqdm
 
 from llmhelpers.batches import SlidingWindowDataset
 from llmhelpers.checkpoint import (
+    MANIFEST,
+    CheckpointError,
     load_checkpoint,
     read_manifest,
     save_checkpoint,
@@ -386,6 +389,7 @@ class Trainer:
         self._elapsed = 0.0  # training seconds so far, the same on every rank
         self.checkpoint_dir: Path | None = None  # with checkpoint_interval > 0: save every N steps
         self.checkpoint_interval = 0
+        self.data_info: dict | None = None  # the corpus settings, saved for --resume
         self.forward_model = self.model
         if config.compile:
             self.forward_model = torch.compile(self.forward_model)
@@ -616,6 +620,7 @@ class Trainer:
                     directory, self.model, self.optimizer, step=self.step,
                     history=self.history.to_dict(), tokenizer=self.tokenizer_info,
                     train_config=dataclasses.asdict(self.config),
+                    extra={"data": self.data_info} if self.data_info else None,
                 )
             write_json_atomically(path / "history.json", self.history.to_dict())
         if self.world_size > 1:
@@ -834,6 +839,15 @@ def pretrained_shakespeare_model(progress: bool = True, root: str | os.PathLike 
 
 
 # ---------------------------------------------------------------- command line
+DATA_FIELDS = ("corpus", "text_file", "tokenizer", "vocab_size")
+MODEL_FIELDS = ("context_length", "d_model", "n_heads", "n_layers", "dropout")
+# Training settings that do not change the weights a run produces (so changing them on resume
+# keeps the continuation exact).
+_HARMLESS_TRAIN_FIELDS = {"progress", "eval_interval", "eval_batches", "sample_interval",
+                          "sample_prompt", "sample_tokens", "sample_temperature", "device",
+                          "num_threads", "compile"}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m llmhelpers.train",
@@ -843,7 +857,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="a JSON file with 'data', 'model' and 'train' sections; "
                         "flags given on the command line override it")
     parser.add_argument("--out", required=True, help="output directory (checkpoint, history)")
-    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the checkpoint in --out (its corpus, tokenizer and model)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run even if --out already holds a checkpoint")
     data = parser.add_argument_group("data")
     data.add_argument("--corpus", help="a dataset name from llmhelpers.data (tiny-shakespeare)")
     data.add_argument("--text-file", help="train on this UTF-8 text file instead")
@@ -873,71 +890,210 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> Trainer:
-    """Train from flags (or a JSON config); see ``python -m llmhelpers.train --help``."""
-    from llmhelpers import tokenizer as tokenizer_module
-    from llmhelpers.data import load_text
-    from llmhelpers.model import GPTConfig, GPTModel
-
-    args = _build_parser().parse_args(argv)
-    settings = {"data": {}, "model": {}, "train": {}}
+def _settings_from(args: argparse.Namespace) -> dict[str, dict]:
+    """The explicitly given settings (config file, then flags), by section."""
+    settings: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
     if args.config:
-        loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        try:
+            loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {args.config} is not valid JSON: {error}") from error
+        unknown = sorted(set(loaded) - set(settings))
+        if unknown:
+            raise ValueError(f"--config {args.config}: unknown sections {unknown}; "
+                             "allowed: 'data', 'model', 'train'")
         for section in settings:
             settings[section].update(loaded.get(section, {}))
     flags = {k: v for k, v in vars(args).items() if v is not None}
-    for name in ("corpus", "text_file", "tokenizer", "vocab_size"):
-        if name in flags:
-            settings["data"][name] = flags[name]
-    for name in ("gpt2_size", "context_length", "d_model", "n_heads", "n_layers", "dropout"):
-        if name in flags:
-            settings["model"][name] = flags[name]
+    settings["data"].update({k: flags[k] for k in DATA_FIELDS if k in flags})
+    settings["model"].update({k: flags[k] for k in ("gpt2_size", *MODEL_FIELDS) if k in flags})
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     settings["train"].update({k: v for k, v in flags.items() if k in train_fields})
+    return settings
 
-    data = {"corpus": "tiny-shakespeare", "tokenizer": "shakespeare-bpe",
-            "vocab_size": DEFAULT_VOCAB_SIZE, **settings["data"]}
+
+def _normalised_data(data: dict) -> dict:
+    """Corpus and tokenizer settings with defaults filled in and unused ones set to None."""
+    data = {"corpus": "tiny-shakespeare", "text_file": None, "tokenizer": "shakespeare-bpe",
+            "vocab_size": DEFAULT_VOCAB_SIZE, **data}
+    if data["text_file"]:
+        data["text_file"] = str(Path(data["text_file"]).resolve())
+        data["corpus"] = None
     if data["tokenizer"] == "gpt2":
-        tokenizer, tokenizer_settings = tokenizer_module.gpt2_tokenizer(), {}
-    else:
+        data["vocab_size"] = None
+    return data
+
+
+def _build_tokenizer(data: dict):
+    from llmhelpers import tokenizer as tokenizer_module
+
+    if data["tokenizer"] == "gpt2":
+        tokenizer, settings = tokenizer_module.gpt2_tokenizer(), {}
+    elif data["tokenizer"] == "shakespeare-bpe":
         tokenizer = tokenizer_module.shakespeare_bpe(data["vocab_size"])
-        tokenizer_settings = {"vocab_size": data["vocab_size"]}
-    info = tokenizer_identity(tokenizer, data["tokenizer"], **tokenizer_settings)
-    if data.get("text_file"):
+        settings = {"vocab_size": data["vocab_size"]}
+    else:
+        raise ValueError(
+            f"tokenizer must be 'shakespeare-bpe' or 'gpt2', got {data['tokenizer']!r}"
+        )
+    return tokenizer, tokenizer_identity(tokenizer, data["tokenizer"], **settings)
+
+
+def _resume_data(manifest: dict, given: dict, out: Path) -> dict:
+    """The checkpoint's corpus/tokenizer settings; a conflicting given one is an error."""
+    saved = (manifest.get("extra") or {}).get("data")
+    if saved is None:  # an older checkpoint: only the tokenizer was recorded
+        identity = manifest.get("tokenizer") or {}
+        if not identity:
+            raise CheckpointError(f"the checkpoint in {out} records no tokenizer or corpus")
+        saved = _normalised_data({"tokenizer": identity["name"], **identity.get("settings", {}),
+                                  **{k: given[k] for k in ("corpus", "text_file") if k in given}})
+    given_full = _normalised_data(given)
+    conflicts = [
+        f"{name}: checkpoint {saved.get(name)!r}, given {given_full[name]!r}"
+        for name in DATA_FIELDS
+        if name in given and given_full[name] != saved.get(name)
+    ]
+    if "corpus" in given and saved.get("text_file") and "text_file" not in given:
+        conflicts.append(f"text_file: checkpoint {saved['text_file']!r}, given None "
+                         f"(--corpus {given['corpus']!r})")
+    if conflicts:
+        raise ValueError("--resume: these settings differ from the checkpoint in "
+                         f"{out} (leave them out to use the checkpoint's): " + "; ".join(conflicts))
+    return saved
+
+
+def _check_resume_model(manifest: dict, given: dict, out: Path) -> None:
+    from llmhelpers.model import GPTConfig
+
+    saved = manifest["model_config"]
+    given = dict(given)
+    if "gpt2_size" in given:
+        size = given.pop("gpt2_size")
+        gpt2 = GPTConfig.gpt2(size).to_dict()
+        given = {**{k: gpt2[k] for k in MODEL_FIELDS if k != "dropout"}, **given}
+    differing = [f"{name}: checkpoint {saved.get(name)!r}, given {value!r}"
+                 for name, value in given.items() if saved.get(name) != value]
+    if differing:
+        raise ValueError("--resume cannot change the model; these differ from the checkpoint in "
+                         f"{out}: " + "; ".join(differing))
+
+
+def _resume_notices(manifest: dict, given: dict) -> list[str]:
+    saved = manifest.get("train_config") or {}
+    notices = []
+    for name, value in given.items():
+        if name in saved and saved[name] != value:
+            exactness = ("" if name in _HARMLESS_TRAIN_FIELDS
+                         else " (the continuation is then not exactly an uninterrupted run)")
+            notices.append(f"note: {name}={value!r} overrides the checkpoint's "
+                           f"{saved[name]!r}{exactness}")
+    return notices
+
+
+def _make_trainer(args: argparse.Namespace) -> Trainer:
+    """Everything before training: settings, checks, corpus, tokenizer, model, trainer."""
+    from llmhelpers.data import load_text
+    from llmhelpers.model import GPTConfig, GPTModel
+
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    if args.stop_at is not None and args.stop_at < 0:
+        raise ValueError(f"--stop-at must be >= 0, got {args.stop_at}")
+    if args.checkpoint_interval < 0:
+        raise ValueError(f"--checkpoint-interval must be >= 0, got {args.checkpoint_interval}")
+    settings = _settings_from(args)
+    out = Path(args.out)
+    manifest = None
+    if args.resume:
+        manifest = read_manifest(out)  # CheckpointError when missing or damaged
+        data = _resume_data(manifest, settings["data"], out)
+        _check_resume_model(manifest, settings["model"], out)
+        TrainConfig(**{**manifest["train_config"], **settings["train"]})  # validate first
+    else:
+        if (out / MANIFEST).exists() and not args.overwrite:
+            raise ValueError(f"--out {out} already holds a training run (checkpoint.json); "
+                             "pass --resume to continue it or --overwrite to replace it")
+        data = _normalised_data(settings["data"])
+        config = default_train_config(**settings["train"])
+
+    tokenizer, info = _build_tokenizer(data)
+    if manifest is not None and manifest.get("tokenizer"):
+        saved_info = manifest["tokenizer"]
+        for name in ("fingerprint", "n_vocab"):
+            if saved_info.get(name) != info[name]:
+                raise CheckpointError(
+                    f"--resume: the tokenizer {info['name']!r} rebuilt here does not match the "
+                    f"checkpoint's ({name}: checkpoint {saved_info.get(name)!r}, rebuilt "
+                    f"{info[name]!r}): it would encode the corpus differently"
+                )
+    if data["text_file"]:
         text = Path(data["text_file"]).read_text(encoding="utf-8")
     else:
         text = load_text(data["corpus"])
     corpus = tokenize_corpus(tokenizer, text)
 
-    out = Path(args.out)
-    if args.resume:
+    if manifest is not None:
         trainer = Trainer.from_checkpoint(
             out, corpus.train_ids, corpus.val_ids, tokenizer, **settings["train"]
         )
+        for notice in _resume_notices(manifest, settings["train"]) if trainer.is_main else ():
+            print(notice, file=sys.stderr)
     else:
-        config = default_train_config(**settings["train"])
         model_settings = dict(settings["model"])
-        seed_everything(config.seed)
         if "gpt2_size" in model_settings:
             size = model_settings.pop("gpt2_size")
             model_config = GPTConfig.gpt2(size, **model_settings)
         else:
             sizes = {**DEFAULT_MODEL_SIZES, **model_settings}
             model_config = GPTConfig.cpu_default(tokenizer.n_vocab, **sizes)
+        seed_everything(config.seed)
         model = GPTModel(model_config)
         trainer = Trainer(model, corpus.train_ids, corpus.val_ids, config, tokenizer, (), info)
-
+    trainer.data_info = data
     trainer.checkpoint_dir, trainer.checkpoint_interval = out, args.checkpoint_interval
+    return trainer
+
+
+def main(argv: Sequence[str] | None = None) -> Trainer:
+    """Train from flags (or a JSON config); see ``python -m llmhelpers.train --help``.
+
+    Bad settings end with one ``error:`` line and exit status 2; Ctrl-C saves the model so far
+    (continue it with ``--resume``) and exits with status 130.
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        trainer = _make_trainer(args)
+    except (ValueError, TypeError, OSError) as error:  # CheckpointError is a ValueError
+        parser.error(str(error))
+    except KeyboardInterrupt:
+        print("interrupted before training started", file=sys.stderr)
+        raise SystemExit(130) from None
+
+    out = Path(args.out)
     steps = None if args.stop_at is None else max(0, args.stop_at - trainer.step)
     history = trainer.run(steps)
-    trainer.save(out)
+    try:
+        trainer.save(out)
+    except KeyboardInterrupt:
+        print(f"interrupted while saving: {out} keeps its previous checkpoint", file=sys.stderr)
+        raise SystemExit(130) from None
     if trainer.is_main:
-        last_val = history.val_loss[-1] if history.val_loss else float("nan")
-        print(f"step {trainer.step}: train loss {history.train_loss[-1]:.4f}, "
-              f"val loss {last_val:.4f}, {history.mean_tokens_per_second():.0f} tokens/s; "
-              f"checkpoint in {out}")
+        if history.eval_step:
+            val = f"val loss {history.val_loss[-1]:.4f} (at step {history.eval_step[-1]})"
+        else:
+            val = "no val loss yet"
+        train = f"train loss {history.train_loss[-1]:.4f}" if history.train_loss else "no steps"
+        print(f"step {trainer.step}: {train}, {val}, "
+              f"{history.mean_tokens_per_second():.0f} tokens/s; checkpoint in {out}")
     if dist.is_initialized():
         dist.destroy_process_group()
+    if history.stop_reason == "interrupted":
+        if trainer.is_main:
+            print(f"interrupted at step {trainer.step}: saved; continue with --resume",
+                  file=sys.stderr)
+        raise SystemExit(130)
     return trainer
 
 

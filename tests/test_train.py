@@ -444,3 +444,142 @@ def test_command_line_reads_a_config_file_and_flags_override_it(tmp_path, capsys
     assert "step 3:" in capsys.readouterr().out
     saved = json.loads((tmp_path / "out" / "history.json").read_text())
     assert saved["step"] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- command line: errors and resume
+def cli_corpus(tmp_path, name="corpus.txt", line="To be, or not to be, that is the question.\n"):
+    path = tmp_path / name
+    path.write_text(line * 100, encoding="utf-8")
+    return str(path)
+
+
+def cli_args(tmp_path, *extra):
+    tiny = ["--d-model", "32", "--n-heads", "2", "--n-layers", "1", "--context-length", "16",
+            "--batch-size", "4", "--eval-interval", "2", "--eval-batches", "1", "--no-progress"]
+    return ["--out", str(tmp_path / "run"), *tiny, *extra]
+
+
+def cli_error(capsys, argv):
+    """Run ``main(argv)`` expecting a one-line usage error; return that line."""
+    from llmhelpers.train import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_command_line_refuses_to_overwrite_a_run_unless_asked(tmp_path, capsys):
+    from llmhelpers.train import main
+
+    args = cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "2")
+    main(args)
+    line = cli_error(capsys, args)
+    assert "already holds a training run" in line and "--overwrite" in line
+    assert "--resume" in line
+    assert main([*args, "--overwrite"]).step == 2
+    assert "contradict" in cli_error(capsys, [*args, "--overwrite", "--resume"])
+
+
+def test_resume_takes_corpus_and_tokenizer_from_the_checkpoint(tmp_path, capsys):
+    from llmhelpers.train import main
+
+    corpus = cli_corpus(tmp_path)
+    first = main(cli_args(tmp_path, "--text-file", corpus, "--steps", "4", "--stop-at", "2"))
+    resumed = main(cli_args(tmp_path, "--steps", "4", "--resume"))  # no --text-file given
+    assert resumed.step == 4
+    assert torch.equal(resumed.train_data.ids, first.train_data.ids)
+    assert resumed.tokenizer_info == first.tokenizer_info
+
+    other = cli_corpus(tmp_path, "other.txt", "All the world's a stage.\n")
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--text-file", other))
+    assert "text_file" in line and "corpus.txt" in line and "other.txt" in line
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--tokenizer", "gpt2"))
+    assert "tokenizer: checkpoint 'shakespeare-bpe', given 'gpt2'" in line
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--vocab-size", "300"))
+    assert "vocab_size: checkpoint 512, given 300" in line
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--corpus", "tiny-shakespeare"))
+    assert "corpus: checkpoint None, given 'tiny-shakespeare'" in line
+
+    manifest_path = tmp_path / "run" / "checkpoint.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["tokenizer"]["fingerprint"] = "0123456789abcdef"
+    manifest_path.write_text(json.dumps(manifest))
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--steps", "6"))
+    assert "fingerprint: checkpoint '0123456789abcdef', rebuilt" in line
+
+
+def test_resume_refuses_model_changes_and_announces_training_changes(tmp_path, capsys):
+    from llmhelpers.train import main
+
+    corpus = cli_corpus(tmp_path)
+    main(cli_args(tmp_path, "--text-file", corpus, "--steps", "4", "--stop-at", "2"))
+    argv = cli_args(tmp_path, "--resume")
+    argv[argv.index("--d-model") + 1] = "64"
+    argv[argv.index("--n-layers") + 1] = "2"
+    line = cli_error(capsys, argv)
+    assert "d_model: checkpoint 32, given 64" in line and "n_layers: checkpoint 1, given 2" in line
+
+    argv = cli_args(tmp_path, "--resume", "--stop-at", "3")
+    argv[argv.index("--batch-size") + 1] = "2"
+    trainer = main(argv)
+    assert trainer.step == 3 and trainer.config.batch_size == 2
+    err = capsys.readouterr().err
+    assert "batch_size=2 overrides the checkpoint's 4" in err and "not exactly" in err
+    argv = cli_args(tmp_path, "--resume")
+    argv[argv.index("--batch-size") + 1] = "2"  # as saved at step 3: only evaluation changes
+    argv[argv.index("--eval-batches") + 1] = "2"
+    trainer = main(argv)
+    assert trainer.step == 4
+    err = capsys.readouterr().err
+    assert "eval_batches=2 overrides the checkpoint's 1" in err and "not exactly" not in err
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--steps", "-5"], "max_steps must be an int >= 1, got -5"),
+    (["--batch-size", "0"], "batch_size must be an int >= 1, got 0"),
+    (["--n-heads", "3"], "d_model (32) must be divisible by n_heads (3)"),
+    (["--resume"], "checkpoint.json is missing"),
+    (["--text-file", "/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
+    (["--stop-at", "-1"], "--stop-at must be >= 0"),
+])
+def test_command_line_errors_are_one_clear_line(tmp_path, capsys, flags, expected):
+    argv = cli_args(tmp_path, *flags)
+    if "--n-heads" in flags:
+        argv.pop(argv.index("--n-heads"))
+        argv.pop(argv.index("2"))
+    line = cli_error(capsys, argv)
+    assert line.startswith("python -m llmhelpers.train: error:") and expected in line, line
+
+
+def test_command_line_reports_a_damaged_checkpoint(tmp_path, capsys):
+    from llmhelpers.train import main
+
+    main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "2"))
+    manifest = tmp_path / "run" / "checkpoint.json"
+    manifest.write_text(manifest.read_text()[:40])
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--steps", "4"))
+    assert "checkpoint.json is damaged" in line
+
+
+def test_command_line_ctrl_c_saves_and_exits_130(tmp_path, capsys, monkeypatch):
+    from llmhelpers.checkpoint import load_checkpoint
+    from llmhelpers.train import main
+
+    original = Trainer.train_step
+
+    def interrupt_at_step_3(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_3)
+    with pytest.raises(SystemExit) as stopped:
+        main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "8"))
+    assert stopped.value.code == 130
+    out, err = capsys.readouterr()
+    assert "step 3:" in out and "(at step 2)" in out
+    assert "interrupted at step 3" in err and "--resume" in err
+    assert load_checkpoint(tmp_path / "run").step == 3
