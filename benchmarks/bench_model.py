@@ -4,7 +4,8 @@ A randomly initialised ``transformers`` GPT-2 (no download) is saved in the Hugg
 and loaded into our model with ``llmhelpers.pretrained``; both then run the same inputs in this
 process, in eval mode without gradients (and, with ``--train``, forward + backward). Results
 are printed as ratios (our time / Hugging Face's time), since absolute times depend on the
-machine. Our model is timed with the explicit attention and with the fused SDPA kernel.
+machine. Our model is timed three ways: written out (explicit attention), with the fused SDPA
+attention kernel, and with SDPA plus PyTorch's fused LayerNorm and GELU (``use_fused_ops``).
 
     python benchmarks/bench_model.py [--size 124M] [--batch 2] [--seq 128] [--repeats 3] [--train]
 """
@@ -43,6 +44,9 @@ def main() -> None:
         ours = {
             "ours (explicit attention)": load_gpt2(directory),
             "ours (fused SDPA)": load_gpt2(directory, use_sdpa=True),
+            "ours (SDPA + fused norm/GELU)": load_gpt2(
+                directory, use_sdpa=True, use_fused_ops=True
+            ),
         }
     for model in ours.values():
         assert compare_with_hf(hf_model, model, batch_size=1, seq_len=32) <= 1e-4

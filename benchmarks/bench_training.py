@@ -66,7 +66,7 @@ def character_level_trainer(steps: int) -> Trainer:
     corpus = tokenize_corpus(tokenizer, text)
     seed_everything(0)
     config = GPTConfig(vocab_size=tokenizer.n_vocab, context_length=64, d_model=128, n_heads=4,
-                       n_layers=4, dropout=0.0, use_sdpa=True)
+                       n_layers=4, dropout=0.0, use_sdpa=True, use_fused_ops=True)
     train = TrainConfig(max_steps=steps + 10, batch_size=12, eval_interval=10**6,
                         progress=False)
     return Trainer(GPTModel(config), corpus.train_ids, corpus.val_ids, train)

@@ -752,16 +752,10 @@ def tokenize_corpus(tokenizer, text: str, train_fraction: float = 0.9) -> Tokeni
 DEFAULT_VOCAB_SIZE = 512
 
 
-# Sizes chosen for the best validation loss per CPU-second in a one-to-two-minute run on a
-# 2-core CPU: with so little compute a small model that takes many steps beats a wide one
-# (measured: d_model 64 < 96 < 128 < 192 in loss after the same time), and dropout only slows
-# a run that sees each window about once.
-DEFAULT_MODEL_SIZES = {"context_length": 64, "d_model": 64, "n_heads": 4, "n_layers": 4,
-                       "dropout": 0.0}
-# Small batches and many steps win too (batch 8 < 16 < 32 in loss after the same time). One CPU
-# thread: this model's matrix products are too small to gain from more, and several threads
-# slow to a crawl as soon as another program competes for the cores. To use more cores, run
-# one process per core with torchrun (see ``main``).
+# The model is GPTConfig.cpu_default. Small batches and many steps win (batch 8 < 16 < 32 in
+# loss after the same time). One CPU thread: this model's matrix products are too small to gain
+# from more, and several threads slow to a crawl as soon as another program competes for the
+# cores. To use more cores, run one process per core with torchrun (see ``main``).
 # A 100-step warm-up steadies the start (about 0.02 nats/char better than 20 steps, on two seeds).
 DEFAULT_TRAINING = {"max_steps": 2000, "batch_size": 8, "lr": 5e-3, "min_lr": 5e-4,
                     "warmup_steps": 100, "eval_interval": 100, "eval_batches": 16,
@@ -769,10 +763,10 @@ DEFAULT_TRAINING = {"max_steps": 2000, "batch_size": 8, "lr": 5e-3, "min_lr": 5e
 
 
 def default_model_config(vocab_size: int):
-    """The notebook-4 model: ``GPTConfig.cpu_default`` with ``DEFAULT_MODEL_SIZES``."""
+    """The notebook-4 model: ``GPTConfig.cpu_default(vocab_size)`` (4 blocks of width 64)."""
     from llmhelpers.model import GPTConfig
 
-    return GPTConfig.cpu_default(vocab_size, **DEFAULT_MODEL_SIZES)
+    return GPTConfig.cpu_default(vocab_size)
 
 
 def default_train_config(**changes) -> TrainConfig:
@@ -867,7 +861,7 @@ def _build_parser() -> argparse.ArgumentParser:
     data.add_argument("--text-file", help="train on this UTF-8 text file instead")
     data.add_argument("--tokenizer", choices=["shakespeare-bpe", "gpt2"])
     data.add_argument("--vocab-size", type=int, help="for shakespeare-bpe (default 512)")
-    model = parser.add_argument_group("model (default: the notebook-4 model, DEFAULT_MODEL_SIZES)")
+    model = parser.add_argument_group("model (default: the notebook-4 model, cpu_default)")
     model.add_argument("--gpt2-size", choices=["124M", "355M", "774M", "1558M"])
     for name in ("context_length", "d_model", "n_heads", "n_layers"):
         model.add_argument("--" + name.replace("_", "-"), type=int)
@@ -1046,8 +1040,7 @@ def _make_trainer(args: argparse.Namespace) -> Trainer:
             size = model_settings.pop("gpt2_size")
             model_config = GPTConfig.gpt2(size, **model_settings)
         else:
-            sizes = {**DEFAULT_MODEL_SIZES, **model_settings}
-            model_config = GPTConfig.cpu_default(tokenizer.n_vocab, **sizes)
+            model_config = GPTConfig.cpu_default(tokenizer.n_vocab, **model_settings)
         seed_everything(config.seed)
         model = GPTModel(model_config)
         trainer = Trainer(model, corpus.train_ids, corpus.val_ids, config, tokenizer, (), info)

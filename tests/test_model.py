@@ -29,6 +29,8 @@ from llmhelpers.model import (
     greedy_continue,
     human_count,
     kv_cache_bytes,
+    make_gelu,
+    make_layer_norm,
     mask_padded_logits,
     parameter_breakdown,
     parameter_count,
@@ -38,6 +40,7 @@ from llmhelpers.model import (
     training_memory_bytes,
     weights_memory_bytes,
 )
+from llmhelpers.train import default_model_config
 
 
 def tiny_config(**overrides) -> GPTConfig:
@@ -70,6 +73,7 @@ def tiny_model(seed: int = 0, **overrides) -> GPTModel:
         ({"dropout": "0.1"}, TypeError, "dropout"),
         ({"qkv_bias": 1}, TypeError, "qkv_bias"),
         ({"tie_weights": "yes"}, TypeError, "tie_weights"),
+        ({"use_fused_ops": 1}, TypeError, "use_fused_ops"),
         ({"d_ff": 0}, ValueError, "d_ff"),
         ({"layer_norm_eps": 0.0}, ValueError, "layer_norm_eps"),
         ({"valid_vocab_size": 51}, ValueError, "valid_vocab_size"),
@@ -114,10 +118,17 @@ def test_gpt2_padded_preset_and_unknown_size():
         GPTConfig.gpt2("7B")
 
 
-def test_cpu_default_is_small():
-    config = GPTConfig.cpu_default(vocab_size=2000)
-    assert config.vocab_size == 2000 and config.dropout > 0
-    assert parameter_count(config) < 5_000_000
+def test_cpu_default_is_the_notebook_4_model():
+    config = GPTConfig.cpu_default(vocab_size=513)
+    sizes = (config.context_length, config.d_model, config.n_heads, config.n_layers)
+    assert sizes == (64, 64, 4, 4) and config.dropout == 0.0
+    assert config.tie_weights and not config.qkv_bias
+    assert config.use_sdpa and config.use_fused_ops
+    # 513*64 + 64*64 embeddings, 4 blocks of 49,792, final norm 128
+    assert parameter_count(config) == 236_224
+    # One default: the training module builds exactly this model.
+    assert default_model_config(513) == config
+    assert GPTConfig.cpu_default(513, d_model=96, n_heads=6).d_model == 96
 
 
 # --- The parts against PyTorch's own ------------------------------------------------------------
@@ -253,6 +264,36 @@ def test_fused_attention_path_gives_the_same_logits():
     torch.testing.assert_close(explicit(ids), fused(ids), atol=1e-5, rtol=0)
 
 
+def test_fused_layernorm_and_gelu_equal_the_written_out_ones():
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 32, dtype=torch.float64) * 4 + 2
+    ours, fused = make_layer_norm(32, 1e-5), make_layer_norm(32, 1e-5, fused=True)
+    assert isinstance(ours, LayerNorm) and isinstance(fused, nn.LayerNorm)
+    with torch.no_grad():
+        ours.weight.normal_(), ours.bias.normal_()
+    fused.load_state_dict(ours.state_dict())  # same parameter names
+    ours, fused = ours.double(), fused.double()
+    torch.testing.assert_close(ours(x), fused(x), atol=1e-12, rtol=0)
+    assert isinstance(make_gelu(), GELU) and isinstance(make_gelu(fused=True), nn.GELU)
+    wide = torch.linspace(-12, 12, 2001, dtype=torch.float64)
+    torch.testing.assert_close(make_gelu()(wide), make_gelu(fused=True)(wide), atol=1e-12, rtol=0)
+
+
+def test_fused_ops_model_gives_the_same_logits_and_gradients():
+    ids = torch.randint(0, 50, (2, 12))
+    targets = torch.randint(0, 50, (2, 12))
+    explicit, fused = tiny_model(use_fused_ops=False), tiny_model(use_fused_ops=True)
+    assert explicit.state_dict().keys() == fused.state_dict().keys()
+    fused.load_state_dict(explicit.state_dict())  # checkpoints move freely between the two
+    torch.testing.assert_close(explicit(ids), fused(ids), atol=1e-5, rtol=0)
+    for model in (explicit, fused):
+        F.cross_entropy(model(ids).flatten(0, 1), targets.flatten()).backward()
+    for (name, a), (_, b) in zip(explicit.named_parameters(), fused.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+    # Freshly built with the same seed, both start from the same weights.
+    torch.testing.assert_close(tiny_model(seed=3)(ids), tiny_model(seed=3, use_fused_ops=True)(ids))
+
+
 def test_dropout_only_in_training_mode():
     model = tiny_model(dropout=0.5)
     ids = torch.randint(0, 50, (2, 12))
@@ -347,6 +388,7 @@ SIZE_CONFIGS = [
     tiny_config(tie_weights=True),
     tiny_config(qkv_bias=True, d_ff=24),
     tiny_config(vocab_size=64, valid_vocab_size=50, n_layers=3, d_model=24, n_heads=3),
+    tiny_config(use_fused_ops=True),
 ]
 
 

@@ -229,6 +229,9 @@ def test_loading_other_dtypes_and_the_fused_attention(tmp_path):
     fused = load_gpt2(directory, use_sdpa=True)
     assert fused.config.use_sdpa
     assert compare_with_hf(hf_model, fused) <= 1e-4
+    all_fused = load_gpt2(directory, use_sdpa=True, use_fused_ops=True)
+    assert isinstance(all_fused.blocks[0].norm1, torch.nn.LayerNorm)
+    assert compare_with_hf(hf_model, all_fused) <= 1e-4
     half = load_gpt2(directory, dtype=torch.bfloat16)
     assert half.tok_emb.weight.dtype == torch.bfloat16
     assert torch.isfinite(half(torch.randint(0, 1000, (1, 10)))).all()

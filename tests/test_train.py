@@ -196,9 +196,13 @@ def test_gradient_accumulation_equals_one_big_batch():
     one = tiny_trainer(batch_size=8, grad_accum_steps=1)
     two = tiny_trainer(batch_size=4, grad_accum_steps=2)
     assert one.global_batch_size == two.global_batch_size == 8
-    loss_one, _ = one.train_step()
-    loss_two, _ = two.train_step()
+    loss_one, grad_norm_one = one.train_step()
+    loss_two, grad_norm_two = two.train_step()
     assert loss_one == pytest.approx(loss_two, abs=1e-6)
+    # AdamW's first step barely depends on the gradient's scale, so also compare the gradient
+    # itself (through its norm, measured before clipping): k summed micro-batch gradients
+    # without the 1/k would be k times too large.
+    assert grad_norm_one == pytest.approx(grad_norm_two, rel=1e-5)
     for (name, a), b in zip(one.model.state_dict().items(), two.model.state_dict().values(),
                             strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
