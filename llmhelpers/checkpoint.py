@@ -66,6 +66,7 @@ def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
         write(tmp_name)
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes files private; a checkpoint is ordinary data
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -114,11 +115,16 @@ def unique_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[s
     return tensors, aliases
 
 
+# GPTConfig switches that change how the model computes, never what (fused kernels or the
+# written-out maths): weights saved with one setting load into a model with the other.
+SPEED_ONLY_FIELDS = frozenset({"use_sdpa", "use_fused_ops"})
+
+
 def _config_differences(saved: dict, current: dict) -> list[str]:
     absent = "<absent>"
     return [
         f"{name}: checkpoint {saved.get(name, absent)!r}, model {current.get(name, absent)!r}"
-        for name in sorted(set(saved) | set(current))
+        for name in sorted((set(saved) | set(current)) - SPEED_ONLY_FIELDS)
         if saved.get(name) != current.get(name)
     ]
 
@@ -287,6 +293,30 @@ def _remove_stale_files(directory: Path, keep: set[str]) -> None:
                 path.unlink(missing_ok=True)
 
 
+def _manifest_problems(manifest: dict) -> list[str]:
+    """What is missing or of the wrong kind in a manifest (a file edited by hand, say)."""
+    problems = []
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        return ["'files' is not a mapping"]
+    for key in ("model", "state"):
+        if not isinstance(files.get(key), str):
+            problems.append(f"'files.{key}' is missing or not a file name")
+    hashes = files.get("sha256")
+    if not isinstance(hashes, dict) or not all(
+        isinstance(files.get(key), str) and files[key] in hashes for key in ("model", "state")
+    ):
+        problems.append("'files.sha256' does not list both tensor files")
+    if not isinstance(manifest["model_config"], dict):
+        problems.append("'model_config' is not a mapping")
+    if isinstance(manifest["step"], bool) or not isinstance(manifest["step"], int):
+        problems.append("'step' is not an integer")
+    for key in ("history", "tokenizer", "train_config", "optimizer", "rng", "extra"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            problems.append(f"'{key}' is not a mapping")
+    return problems
+
+
 def read_manifest(directory: str | os.PathLike) -> dict:
     """The JSON part of a checkpoint (no tensors loaded)."""
     path = Path(directory) / MANIFEST
@@ -308,6 +338,9 @@ def read_manifest(directory: str | os.PathLike) -> dict:
             f"unsupported checkpoint format_version {manifest.get('format_version')!r} "
             f"(this code reads {FORMAT_VERSION})"
         )
+    problems = _manifest_problems(manifest)
+    if problems:
+        raise CheckpointError(f"checkpoint file {path} is damaged: " + "; ".join(problems))
     return manifest
 
 
@@ -328,7 +361,8 @@ def load_checkpoint(
     *,
     restore_rng: bool = False,
 ) -> LoadedCheckpoint:
-    """Load a checkpoint, into ``model`` if given (its config must match) or a new GPTModel.
+    """Load a checkpoint, into ``model`` if given (its config must match, except for the speed
+    switches in ``SPEED_ONLY_FIELDS``) or a new GPTModel.
 
     With ``optimizer`` its state is restored too; ``restore_rng=True`` puts back the random
     generators (for an exact resume). A config or tensor mismatch raises ``CheckpointError``

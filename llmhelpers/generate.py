@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
+import sys
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -49,7 +51,9 @@ def next_token_probs(
 
     ``vocab_size`` (when the output layer is wider than the real vocabulary, e.g. padded to a
     multiple of 64) gives the padding ids probability exactly 0. ``temperature=0`` returns a
-    one-hot vector on the argmax. Computed in float32; the result has no NaN or inf.
+    one-hot vector on the argmax. Computed in float32; the result has no NaN or inf. Logits of
+    ``-inf`` rule an id out; NaN, ``+inf`` or a row with no finite logit is an error (a broken
+    model, not a distribution).
     """
     _check_sampling_args(temperature, top_k, top_p)
     logits = logits.detach().float()
@@ -62,6 +66,11 @@ def next_token_probs(
         if vocab_size < width:
             logits = logits.clone()
             logits[..., vocab_size:] = -math.inf
+    if logits.isnan().any() or logits.isposinf().any() or not logits.isfinite().any(-1).all():
+        raise ValueError(
+            "logits must be finite (or -inf for ruled-out ids) with at least one finite value "
+            "per row; got NaN, +inf or a row of -inf: the model's output is broken"
+        )
     if temperature == 0:
         greedy = logits.argmax(dim=-1, keepdim=True)
         return torch.zeros_like(logits).scatter_(-1, greedy, 1.0)
@@ -124,15 +133,32 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _as_prompt(ids: Sequence[int] | torch.Tensor) -> list[int]:
     if isinstance(ids, torch.Tensor):
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise TypeError(f"ids must hold integer token ids, got a {ids.dtype} tensor")
         if ids.dim() == 2 and ids.shape[0] == 1:
             ids = ids[0]
         if ids.dim() != 1:
             raise ValueError(f"ids must be a 1-D prompt or (1, seq), got {tuple(ids.shape)}")
         ids = ids.tolist()
-    ids = [int(i) for i in ids]
+    if isinstance(ids, str):
+        raise TypeError("ids must be token ids, not text: encode the prompt with the tokenizer")
+    ids = list(ids)
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"ids must be integer token ids, got {type(i).__name__} {i!r}")
     if not ids:
         raise ValueError("the prompt is empty: ids needs at least one token id to start from")
-    return ids
+    return [int(i) for i in ids]
+
+
+def _check_seed_and_eos(seed: object, eos_id: object) -> None:
+    for name, value in (("seed", seed), ("eos_id", eos_id)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
+        if not 0 <= value < 2**63:
+            raise ValueError(f"{name} must be in [0, 2**63), got {value}")
 
 
 @torch.no_grad()
@@ -169,6 +195,7 @@ def generate_stream(
         raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    _check_seed_and_eos(seed, eos_id)
     context = _as_prompt(ids)
     model_context_length(model)  # fail now, not at the first next()
     generator = torch.Generator()
@@ -245,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m llmhelpers.generate", description=main.__doc__)
     parser.add_argument("checkpoint", help="a directory written by python -m llmhelpers.train")
-    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline); "
+                        "<|endoftext|> in it becomes the end-of-text id")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-k", type=int, default=None)
@@ -253,17 +281,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-samples", type=int, default=1)
     args = parser.parse_args(argv)
-
-    loaded = load_checkpoint(args.checkpoint)
-    tokenizer = tokenizer_from_identity(loaded.tokenizer)
-    for i in range(args.num_samples):
-        text = generate_text(
-            loaded.model, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
-            args.top_k, args.top_p, seed=args.seed + i,
-        )
-        print(text)
-        if i + 1 < args.num_samples:
-            print("-" * 40)
+    if args.num_samples < 1:
+        parser.error(f"--num-samples must be >= 1, got {args.num_samples}")
+    if not args.prompt:
+        parser.error("--prompt must not be empty (the default is a newline)")
+    if not 0 <= args.seed < 2**63 - args.num_samples:
+        parser.error(f"--seed must be in [0, 2**63 - num_samples), got {args.seed}")
+    try:
+        _check_sampling_args(args.temperature, args.top_k, args.top_p)
+        if args.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {args.max_new_tokens}")
+        loaded = load_checkpoint(args.checkpoint)  # CheckpointError is a ValueError
+        tokenizer = tokenizer_from_identity(loaded.tokenizer)
+        prompt_ids = tokenizer.encode(args.prompt, allowed_special="all")
+    except (ValueError, TypeError, OSError) as error:
+        parser.error(str(error).replace("max_new_tokens", "--max-new-tokens", 1))
+    try:
+        for i in range(args.num_samples):
+            ids = generate(
+                loaded.model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k,
+                args.top_p, eos_id=_eos_id(tokenizer), seed=args.seed + i,
+            )
+            print(tokenizer.decode(ids), flush=True)
+            if i + 1 < args.num_samples:
+                print("-" * 40)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

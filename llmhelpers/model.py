@@ -149,12 +149,14 @@ class GPTConfig:
         dropout: float = 0.0,
         context_length: int = 1024,
         use_sdpa: bool = False,
+        use_fused_ops: bool = False,
     ) -> GPTConfig:
         """The four GPT-2 sizes ("124M", "355M", "774M", "1558M"): biased q/k/v, tied head.
 
         ``padded_vocab=True`` widens the output layer to 50,304 while keeping
         ``valid_vocab_size=50,257``. GPT-2 was trained with dropout 0.1; the default here is 0
         because the usual reason to build this config is to load the trained weights.
+        ``use_sdpa`` and ``use_fused_ops`` choose the fused kernels (same results, faster).
         """
         if size not in GPT2_SIZES:
             raise ValueError(f"size must be one of {list(GPT2_SIZES)}, got {size!r}")
@@ -170,6 +172,7 @@ class GPTConfig:
             tie_weights=True,
             valid_vocab_size=GPT2_VOCAB_SIZE,
             use_sdpa=use_sdpa,
+            use_fused_ops=use_fused_ops,
         )
 
     @classmethod

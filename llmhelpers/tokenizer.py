@@ -835,6 +835,7 @@ class BPETokenizer:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write("{\n" + "\n".join(lines) + "\n}\n")
+            os.chmod(tmp, 0o644)  # mkstemp makes files private; a tokenizer is ordinary data
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +50,7 @@ from llmhelpers.checkpoint import (
     save_checkpoint,
     write_json_atomically,
 )
+from llmhelpers.checks import check_bool, check_real
 from llmhelpers.generate import generate_text
 
 
@@ -121,15 +123,20 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "grad_accum_steps", "train_stride",
-                    "eval_interval", "eval_batches", "sample_tokens")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        # Every field is checked here, so a bad value fails now with its name, not at step 1.
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "train_stride",
+                     "eval_interval", "eval_batches", "sample_tokens"):
+            _check_int(name, getattr(self, name), minimum=1)
         for name in ("warmup_steps", "sample_interval"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+            _check_int(name, getattr(self, name), minimum=0)
+        _check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)
+        if self.num_threads is not None:
+            _check_int("num_threads", self.num_threads, minimum=1, allow_none=True)
+        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "sample_temperature"):
+            _check_finite(name, getattr(self, name))
+        for name in ("grad_clip", "time_limit_s"):
+            if getattr(self, name) is not None:
+                _check_finite(name, getattr(self, name), allow_none=True)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
@@ -143,16 +150,35 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or None (off), got {self.grad_clip}")
         if self.sample_temperature < 0:
             raise ValueError(f"sample_temperature must be >= 0, got {self.sample_temperature}")
-        if self.num_threads is not None and (
-            isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int)
-            or self.num_threads < 1
-        ):
-            raise ValueError(f"num_threads must be an int >= 1 or None, got {self.num_threads!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be > 0 or None, got {self.time_limit_s}")
-        known_device = self.device in ("auto", "cpu", "cuda", "mps")
-        if not known_device and not self.device.startswith("cuda:"):
+        for name in ("bf16_autocast", "compile", "progress"):
+            check_bool(name, getattr(self, name))
+        if not isinstance(self.sample_prompt, str) or not self.sample_prompt:
+            raise TypeError(f"sample_prompt must be a non-empty str, got {self.sample_prompt!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(
+            r"auto|cpu|cuda|cuda:\d+|mps", self.device
+        ):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}")
+
+
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None,
+               allow_none: bool = False) -> None:
+    """A TypeError unless ``value`` is an int (not a bool), a ValueError outside the range."""
+    allowed = f"an int >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+    allowed += " or None" if allow_none else ""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+
+
+def _check_finite(name: str, value: object, allow_none: bool = False) -> None:
+    """A TypeError unless ``value`` is a real number, a ValueError if it is NaN or infinite."""
+    suffix = " or None" if allow_none else ""
+    number = check_real(name, value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number{suffix}, got {value}")
 
 
 def lr_at(step: int, config: TrainConfig, progress: float | None = None) -> float:
@@ -574,13 +600,15 @@ class Trainer:
 
     def _evaluate_and_log(self) -> None:
         if self.is_main and self.val_data is not None:
+            val_loss = self.evaluate()  # first, so an interrupt here leaves the history whole
             self.history.eval_step.append(self.step)
-            self.history.val_loss.append(self.evaluate())
+            self.history.val_loss.append(val_loss)
             self._emit("eval")
 
     def _sample_and_log(self) -> None:
         if self.is_main and self.tokenizer is not None:
-            self.history.samples.append({"step": self.step, "text": self.sample()})
+            text = self.sample()
+            self.history.samples.append({"step": self.step, "text": text})
             self._emit("sample")
 
     def _log_step(self, loss: float, grad_norm: float, seconds: float) -> None:
@@ -620,7 +648,8 @@ class Trainer:
                     directory, self.model, self.optimizer, step=self.step,
                     history=self.history.to_dict(), tokenizer=self.tokenizer_info,
                     train_config=dataclasses.asdict(self.config),
-                    extra={"data": self.data_info} if self.data_info else None,
+                    extra={"world_size": self.world_size,
+                           **({"data": self.data_info} if self.data_info else {})},
                 )
             write_json_atomically(path / "history.json", self.history.to_dict())
         if self.world_size > 1:
@@ -645,6 +674,9 @@ class Trainer:
         from llmhelpers.model import GPTConfig, GPTModel
 
         manifest = read_manifest(directory)
+        if manifest.get("train_config") is None:
+            raise CheckpointError(f"the checkpoint in {directory} has no training settings "
+                                  "(train_config): it was not written by a Trainer")
         config = TrainConfig(**{**manifest["train_config"], **config_changes})
         model = GPTModel(GPTConfig.from_dict(manifest["model_config"]))
         trainer = cls(
@@ -750,6 +782,8 @@ def tokenize_corpus(tokenizer, text: str, train_fraction: float = 0.9) -> Tokeni
 
 # ---------------------------------------------------------------- the default run
 DEFAULT_VOCAB_SIZE = 512
+TEXT_CORPORA = ("tiny-shakespeare",)
+"""Datasets in ``llmhelpers.data`` that are text to train on (the others are tokenizer files)."""
 
 
 # The model is GPTConfig.cpu_default. Small batches and many steps win (batch 8 < 16 < 32 in
@@ -844,6 +878,8 @@ _HARMLESS_TRAIN_FIELDS = {"progress", "eval_interval", "eval_batches", "sample_i
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from llmhelpers.model import GPTConfig
+
     parser = argparse.ArgumentParser(
         prog="python -m llmhelpers.train",
         description="Train a GPT on a text corpus; writes checkpoints and history.json to --out. "
@@ -857,26 +893,55 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run even if --out already holds a checkpoint")
     data = parser.add_argument_group("data")
-    data.add_argument("--corpus", help="a dataset name from llmhelpers.data (tiny-shakespeare)")
+    data.add_argument("--corpus", help="a text dataset from llmhelpers.data: "
+                      + ", ".join(TEXT_CORPORA) + f" (default {TEXT_CORPORA[0]})")
     data.add_argument("--text-file", help="train on this UTF-8 text file instead")
-    data.add_argument("--tokenizer", choices=["shakespeare-bpe", "gpt2"])
+    data.add_argument("--tokenizer", choices=["shakespeare-bpe", "gpt2"],
+                      help="default shakespeare-bpe (trained on the corpus, cached)")
     data.add_argument("--vocab-size", type=int, help="for shakespeare-bpe (default 512)")
     model = parser.add_argument_group("model (default: the notebook-4 model, cpu_default)")
-    model.add_argument("--gpt2-size", choices=["124M", "355M", "774M", "1558M"])
-    for name in ("context_length", "d_model", "n_heads", "n_layers"):
-        model.add_argument("--" + name.replace("_", "-"), type=int)
-    model.add_argument("--dropout", type=float)
+    model.add_argument("--gpt2-size", choices=["124M", "355M", "774M", "1558M"],
+                       help="GPT-2's shape and 50,257-id vocabulary (needs --tokenizer gpt2)")
+    cpu, run = GPTConfig.cpu_default(vocab_size=2), default_train_config()  # for the help
+    model_help = {"context_length": f"tokens the model sees at once (default {cpu.context_length})",
+                  "d_model": f"width of every hidden vector (default {cpu.d_model})",
+                  "n_heads": f"attention heads; must divide --d-model (default {cpu.n_heads})",
+                  "n_layers": f"transformer blocks (default {cpu.n_layers})"}
+    for name, text in model_help.items():
+        model.add_argument("--" + name.replace("_", "-"), type=int, help=text)
+    model.add_argument("--dropout", type=float, help=f"in [0, 1) (default {cpu.dropout})")
     train = parser.add_argument_group("training (default: the notebook-4 run, DEFAULT_TRAINING)")
-    train.add_argument("--steps", type=int, dest="max_steps")
-    for name in ("batch_size", "grad_accum_steps", "warmup_steps", "eval_interval",
-                 "eval_batches", "sample_interval", "seed", "num_threads"):
-        train.add_argument("--" + name.replace("_", "-"), type=int)
-    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "time_limit_s"):
-        train.add_argument("--" + name.replace("_", "-"), type=float)
-    train.add_argument("--device")
-    train.add_argument("--bf16-autocast", action="store_true", default=None)
-    train.add_argument("--compile", action="store_true", default=None)
-    train.add_argument("--no-progress", action="store_false", dest="progress", default=None)
+    train.add_argument("--steps", type=int, dest="max_steps",
+                       help="optimizer steps; the learning-rate schedule ends here "
+                       f"(default {run.max_steps})")
+    int_help = {"batch_size": f"sequences per micro-batch and process (default {run.batch_size})",
+                "grad_accum_steps": "micro-batches per optimizer step "
+                                    f"(default {run.grad_accum_steps})",
+                "warmup_steps": f"linear learning-rate warm-up (default {run.warmup_steps})",
+                "eval_interval": f"evaluate every N steps (default {run.eval_interval})",
+                "eval_batches": f"validation batches per evaluation (default {run.eval_batches})",
+                "sample_interval": "print a sample every N steps (default 0: never)",
+                "seed": f"for weights, batches and sampling (default {run.seed})",
+                "num_threads": f"CPU threads per process (default {run.num_threads})"}
+    for name, text in int_help.items():
+        train.add_argument("--" + name.replace("_", "-"), type=int, help=text)
+    float_help = {"lr": f"peak learning rate (default {run.lr})",
+                  "min_lr": f"learning rate at the end of the cosine decay (default {run.min_lr})",
+                  "weight_decay": "AdamW weight decay on weight matrices "
+                                  f"(default {run.weight_decay})",
+                  "grad_clip": f"clip the gradient norm to this (default {run.grad_clip})",
+                  "time_limit_s": "stop after this many seconds of training, the schedule "
+                  "fitted to it"}
+    for name, text in float_help.items():
+        train.add_argument("--" + name.replace("_", "-"), type=float, help=text)
+    train.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, "
+                       "cuda:N or mps")
+    train.add_argument("--bf16-autocast", action="store_true", default=None,
+                       help="bfloat16 autocast (CUDA only)")
+    train.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile the model")
+    train.add_argument("--no-progress", action="store_false", dest="progress", default=None,
+                       help="no progress bar")
     train.add_argument("--stop-at", type=int, metavar="STEP",
                        help="stop at this step (the schedule still runs to --steps); "
                        "continue later with --resume")
@@ -914,6 +979,9 @@ def _normalised_data(data: dict) -> dict:
     if data["text_file"]:
         data["text_file"] = str(Path(data["text_file"]).resolve())
         data["corpus"] = None
+    elif data["corpus"] not in TEXT_CORPORA:
+        raise ValueError(f"--corpus must be one of {list(TEXT_CORPORA)} (or use --text-file), "
+                         f"got {data['corpus']!r}")
     if data["tokenizer"] == "gpt2":
         data["vocab_size"] = None
     return data
@@ -974,9 +1042,21 @@ def _check_resume_model(manifest: dict, given: dict, out: Path) -> None:
                          f"{out}: " + "; ".join(differing))
 
 
-def _resume_notices(manifest: dict, given: dict) -> list[str]:
+def _resume_notices(manifest: dict, given: dict, world_size: int = 1) -> list[str]:
     saved = manifest.get("train_config") or {}
     notices = []
+    saved_world_size = (manifest.get("extra") or {}).get("world_size", 1)
+    if saved_world_size != world_size:
+        def global_batch(settings: dict, processes: int) -> int:
+            return settings["batch_size"] * settings["grad_accum_steps"] * processes
+
+        notices.append(
+            f"note: the checkpoint was trained with {saved_world_size} process(es), this run "
+            f"uses {world_size}: the global batch changes from "
+            f"{global_batch(saved, saved_world_size)} to "
+            f"{global_batch({**saved, **given}, world_size)} sequences per step "
+            "(the continuation is then not exactly an uninterrupted run)"
+        )
     for name, value in given.items():
         if name in saved and saved[name] != value:
             exactness = ("" if name in _HARMLESS_TRAIN_FIELDS
@@ -984,6 +1064,15 @@ def _resume_notices(manifest: dict, given: dict) -> list[str]:
             notices.append(f"note: {name}={value!r} overrides the checkpoint's "
                            f"{saved[name]!r}{exactness}")
     return notices
+
+
+def _check_output_dir(out: Path) -> None:
+    """Fail before training, not after it, when ``--out`` cannot hold a checkpoint."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; it must be a directory (new or existing)")
+    out.mkdir(parents=True, exist_ok=True)  # an OSError (no permission, ...) reaches main
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable")
 
 
 def _make_trainer(args: argparse.Namespace) -> Trainer:
@@ -1002,6 +1091,9 @@ def _make_trainer(args: argparse.Namespace) -> Trainer:
     manifest = None
     if args.resume:
         manifest = read_manifest(out)  # CheckpointError when missing or damaged
+        if manifest.get("train_config") is None:
+            raise CheckpointError(f"the checkpoint in {out} has no training settings "
+                                  "(train_config): it was not written by a training run")
         data = _resume_data(manifest, settings["data"], out)
         _check_resume_model(manifest, settings["model"], out)
         TrainConfig(**{**manifest["train_config"], **settings["train"]})  # validate first
@@ -1011,6 +1103,13 @@ def _make_trainer(args: argparse.Namespace) -> Trainer:
                              "pass --resume to continue it or --overwrite to replace it")
         data = _normalised_data(settings["data"])
         config = default_train_config(**settings["train"])
+        if "gpt2_size" in settings["model"] and data["tokenizer"] != "gpt2":
+            raise ValueError(
+                "--gpt2-size builds GPT-2's 50,257-id output layer: add --tokenizer gpt2, or "
+                "give --d-model, --n-heads and --n-layers for that shape with the "
+                f"{data['tokenizer']} tokenizer"
+            )
+    _check_output_dir(out)
 
     tokenizer, info = _build_tokenizer(data)
     if manifest is not None and manifest.get("tokenizer"):
@@ -1032,15 +1131,20 @@ def _make_trainer(args: argparse.Namespace) -> Trainer:
         trainer = Trainer.from_checkpoint(
             out, corpus.train_ids, corpus.val_ids, tokenizer, **settings["train"]
         )
-        for notice in _resume_notices(manifest, settings["train"]) if trainer.is_main else ():
+        notices = _resume_notices(manifest, settings["train"], trainer.world_size)
+        for notice in notices if trainer.is_main else ():
             print(notice, file=sys.stderr)
     else:
         model_settings = dict(settings["model"])
         if "gpt2_size" in model_settings:
             size = model_settings.pop("gpt2_size")
-            model_config = GPTConfig.gpt2(size, **model_settings)
+            model_config = GPTConfig.gpt2(
+                size, use_sdpa=True, use_fused_ops=True, **model_settings
+            )
         else:
             model_config = GPTConfig.cpu_default(tokenizer.n_vocab, **model_settings)
+        for ids in (corpus.train_ids, corpus.val_ids):  # too little text fails before a model
+            SlidingWindowDataset(ids, model_config.context_length, stride=1)  # is allocated
         seed_everything(config.seed)
         model = GPTModel(model_config)
         trainer = Trainer(model, corpus.train_ids, corpus.val_ids, config, tokenizer, (), info)

@@ -110,6 +110,18 @@ def test_config_mismatch_names_every_differing_field(tmp_path):
     assert "dropout: checkpoint 0.0, model 0.1" in str(error.value)
 
 
+def test_speed_switches_do_not_block_loading(tmp_path):
+    model, _ = trained_pair(use_sdpa=True, use_fused_ops=True)
+    save_checkpoint(tmp_path, model)
+    written_out = GPTModel(tiny_config(use_sdpa=False, use_fused_ops=False))
+    loaded = load_checkpoint(tmp_path, written_out)  # same weights, the other kernels
+    assert loaded.model is written_out
+    assert_same_weights(model, written_out)
+    ids = torch.randint(0, 40, (2, 8))
+    torch.testing.assert_close(model.eval()(ids), written_out.eval()(ids), atol=1e-5, rtol=0)
+    assert checkpoint.SPEED_ONLY_FIELDS == {"use_sdpa", "use_fused_ops"}
+
+
 def test_tensor_mismatch_names_missing_unexpected_and_misshapen_tensors():
     model, _ = trained_pair()
     tensors, _ = unique_state_dict(model)
@@ -176,6 +188,13 @@ def test_damaged_or_missing_files_are_clear_errors(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_checkpoint_files_are_readable_by_others_like_any_data(tmp_path):
+    model, _ = trained_pair()
+    save_checkpoint(tmp_path, model)
+    for path in tmp_path.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path.name
+
+
 def test_files_are_safetensors_and_plain_json_never_pickle(tmp_path):
     model, optimizer = trained_pair()
     save_checkpoint(tmp_path, model, optimizer, step=2)
@@ -221,3 +240,26 @@ def test_a_truncated_or_invalid_manifest_is_a_checkpoint_error_naming_the_file(t
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="damaged"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda m: m["files"].pop("sha256"), "'files.sha256' does not list both tensor files"),
+        (lambda m: m["files"].update(model=None), "'files.model' is missing"),
+        (lambda m: m.update(files=[]), "'files' is not a mapping"),
+        (lambda m: m.update(model_config="x"), "'model_config' is not a mapping"),
+        (lambda m: m.update(step="3"), "'step' is not an integer"),
+        (lambda m: m.update(history=[1]), "'history' is not a mapping"),
+    ],
+)
+def test_a_hand_edited_manifest_is_named_not_a_key_error(tmp_path, edit, words):
+    model, _ = trained_pair()
+    save_checkpoint(tmp_path, model)
+    path = tmp_path / "checkpoint.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="checkpoint.json is damaged") as error:
+        load_checkpoint(tmp_path)
+    assert words in str(error.value)

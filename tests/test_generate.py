@@ -220,6 +220,53 @@ def test_empty_prompt_is_an_error():
         generate_stream(NextIdModel(), torch.zeros(0, dtype=torch.long), 3)
 
 
+def test_non_integer_ids_are_refused_not_truncated():
+    with pytest.raises(TypeError, match="integer token ids"):
+        generate(NextIdModel(), [2.7], 3)
+    with pytest.raises(TypeError, match="float32 tensor"):
+        generate(NextIdModel(), torch.tensor([2.7]), 3)
+    with pytest.raises(TypeError, match="not text"):
+        generate(NextIdModel(), "ROMEO", 3)
+    with pytest.raises(TypeError, match="integer token ids"):
+        generate(NextIdModel(), [True], 3)
+    assert generate(NextIdModel(), torch.tensor([2], dtype=torch.int32), 1, temperature=0) == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "changes, error, words",
+    [
+        ({"seed": 1.5}, TypeError, "seed must be an int"),
+        ({"seed": "a"}, TypeError, "seed must be an int"),
+        ({"seed": -1}, ValueError, r"seed must be in \[0, 2\*\*63\)"),
+        ({"seed": 2**64}, ValueError, "seed must be in"),
+        ({"eos_id": -1}, ValueError, "eos_id must be in"),
+        ({"eos_id": "x"}, TypeError, "eos_id must be an int"),
+    ],
+)
+def test_seed_and_eos_id_are_checked(changes, error, words):
+    with pytest.raises(error, match=words):
+        generate(NextIdModel(), [1], 3, **changes)
+
+
+@pytest.mark.parametrize(
+    "logits",
+    [
+        torch.tensor([0.0, float("nan"), 1.0]),
+        torch.tensor([0.0, float("inf"), 1.0]),
+        torch.full((3,), -math.inf),
+    ],
+)
+@pytest.mark.parametrize("temperature", [0, 1.0])
+def test_broken_logits_are_an_error_not_nan(logits, temperature):
+    with pytest.raises(ValueError, match="logits must be finite"):
+        next_token_probs(logits, temperature)
+
+
+def test_minus_infinity_rules_an_id_out():
+    probs = next_token_probs(torch.tensor([0.0, -math.inf, 0.0]))
+    assert probs.tolist() == [0.5, 0.0, 0.5]
+
+
 def test_max_new_tokens_checked():
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(NextIdModel(), [1], -1)

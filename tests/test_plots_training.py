@@ -26,6 +26,12 @@ def a_history():
                    samples=[{"step": 2, "text": "a <b> & c"}])
 
 
+def test_smoothing_window_grows_with_the_run():
+    assert plots.smoothing_weight(40) == 0.0  # a short run: the raw losses
+    assert plots.smoothing_weight(200) == pytest.approx(0.75)
+    assert plots.smoothing_weight(2000) == plots.smoothing_weight(10**6) == pytest.approx(0.9)
+
+
 def test_smooth_is_bias_corrected():
     assert np.allclose(plots.smooth([2.0] * 5), 2.0)
     assert plots.smooth([1.0, 3.0], weight=0.5)[1] == pytest.approx((0.25 * 1 + 0.5 * 3) / 0.75)

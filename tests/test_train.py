@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from llmhelpers.batches import SlidingWindowDataset
+from llmhelpers.checkpoint import CheckpointError
 from llmhelpers.model import GPTConfig, GPTModel
 from llmhelpers.train import (
     BatchSchedule,
@@ -147,10 +148,23 @@ def test_learning_rate_schedule():
 @pytest.mark.parametrize(
     ("field", "value"),
     [("max_steps", 0), ("batch_size", -1), ("lr", 0.0), ("min_lr", 1.0), ("beta2", 1.0),
-     ("grad_clip", 0.0), ("warmup_steps", -1), ("time_limit_s", 0), ("device", "tpu")],
+     ("grad_clip", 0.0), ("warmup_steps", -1), ("time_limit_s", 0), ("device", "tpu"),
+     ("lr", math.inf), ("weight_decay", math.nan), ("grad_clip", math.inf),
+     ("sample_temperature", math.nan), ("seed", -1), ("seed", 2**63), ("num_threads", 0),
+     ("device", "cuda:x"), ("device", 0)],
 )
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("seed", "x"), ("seed", 1.5), ("lr", "1e-3"), ("warmup_steps", True), ("max_steps", 2.0),
+     ("progress", "yes"), ("compile", 1), ("bf16_autocast", None), ("sample_prompt", 5)],
+)
+def test_train_config_rejects_wrong_types(field, value):
+    with pytest.raises(TypeError, match=field):
         TrainConfig(**{field: value})
 
 
@@ -359,6 +373,51 @@ def test_generate_command_samples_from_a_checkpoint(tmp_path):
     assert result.stdout.startswith("ROMEO:") and len(result.stdout) > len("ROMEO:\n")
 
 
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--temperature", "-1"], "temperature must be a number >= 0"),
+        (["--temperature", "nan"], "temperature must be a number >= 0"),
+        (["--top-k", "0"], "top_k must be >= 1"),
+        (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+        (["--max-new-tokens", "-3"], "--max-new-tokens must be >= 0"),
+        (["--seed", "99999999999999999999999"], "--seed must be in [0, 2**63"),
+        (["--num-samples", "0"], "--num-samples must be >= 1"),
+        (["--prompt", ""], "--prompt must not be empty"),
+    ],
+)
+def test_generate_command_refuses_bad_flags_in_one_line(tmp_path, capsys, flags, words):
+    from llmhelpers.generate import main as generate_main
+    from llmhelpers.train import main
+
+    main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "1"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        generate_main([str(tmp_path / "run"), *flags])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and words in err.strip().splitlines()[-1]
+
+
+def test_generate_command_names_a_missing_or_damaged_checkpoint(tmp_path, capsys):
+    from llmhelpers.generate import main as generate_main
+    from llmhelpers.train import main
+
+    def error_of(argv):
+        with pytest.raises(SystemExit) as stopped:
+            generate_main(argv)
+        assert stopped.value.code == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert "checkpoint.json is missing" in error_of([str(tmp_path / "nowhere")])
+    main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "1"))
+    capsys.readouterr()
+    run = tmp_path / "run"
+    model_file = next(run.glob("model-*.safetensors"))
+    model_file.write_bytes(model_file.read_bytes()[:100])
+    assert "damaged" in error_of([str(run)])
+
+
 # ---------------------------------------------------------------- speed figures
 def test_matmul_peak_and_mfu_arithmetic():
     peak = matmul_peak_flops(size=128, repeats=2)
@@ -558,6 +617,23 @@ def test_command_line_errors_are_one_clear_line(tmp_path, capsys, flags, expecte
     assert line.startswith("python -m llmhelpers.train: error:") and expected in line, line
 
 
+def test_interrupt_during_evaluation_keeps_the_history_consistent(monkeypatch):
+    original = Trainer.evaluate
+
+    def interrupted_once(self, max_batches=None):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return original(self, max_batches)
+
+    monkeypatch.setattr(Trainer, "evaluate", interrupted_once)
+    trainer = tiny_trainer()
+    history = trainer.run()
+    assert history.stop_reason == "interrupted"
+    assert history.eval_step == [3] and len(history.val_loss) == 1  # step 6's never finished
+    plots_ready = History.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert len(plots_ready.eval_step) == len(plots_ready.val_loss)
+
+
 def test_command_line_reports_a_damaged_checkpoint(tmp_path, capsys):
     from llmhelpers.train import main
 
@@ -587,3 +663,75 @@ def test_command_line_ctrl_c_saves_and_exits_130(tmp_path, capsys, monkeypatch):
     assert "step 3:" in out and "(at step 2)" in out
     assert "interrupted at step 3" in err and "--resume" in err
     assert load_checkpoint(tmp_path / "run").step == 3
+
+
+def test_command_line_ctrl_c_during_evaluation_exits_130(tmp_path, capsys, monkeypatch):
+    from llmhelpers.checkpoint import load_checkpoint
+    from llmhelpers.train import main
+
+    original = Trainer.evaluate
+
+    def interrupt_at_step_4(self, max_batches=None):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return original(self, max_batches)
+
+    monkeypatch.setattr(Trainer, "evaluate", interrupt_at_step_4)
+    args = ["--text-file", cli_corpus(tmp_path), "--steps", "8", "--eval-interval", "2"]
+    with pytest.raises(SystemExit) as stopped:
+        main(cli_args(tmp_path, *args))
+    assert stopped.value.code == 130
+    out, err = capsys.readouterr()
+    assert "(at step 2)" in out and "interrupted at step 4" in err
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved.history["eval_step"] == [2] and len(saved.history["val_loss"]) == 1
+
+
+def test_resume_with_another_number_of_processes_is_announced(tmp_path, capsys):
+    from llmhelpers.train import _resume_notices, main
+
+    main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "4", "--stop-at", "2"))
+    manifest = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert manifest["extra"]["world_size"] == 1
+    assert _resume_notices(manifest, {}, world_size=1) == []
+    # What a 2-process torchrun resume would print (batch 4 per process, as saved):
+    notes = _resume_notices(manifest, {}, world_size=2)
+    assert len(notes) == 1
+    assert "trained with 1 process(es), this run uses 2" in notes[0]
+    assert "from 4 to 8 sequences per step" in notes[0] and "not exactly" in notes[0]
+    # ... and a checkpoint written by 2 processes resumed by one, with a new per-process batch:
+    manifest["extra"]["world_size"] = 2
+    notes = _resume_notices(manifest, {"batch_size": 2}, world_size=1)
+    assert "from 8 to 2 sequences per step" in notes[0]
+
+
+def test_resume_from_a_checkpoint_without_training_settings_is_named(tmp_path, capsys):
+    from llmhelpers.train import main
+
+    main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "2"))
+    path = tmp_path / "run" / "checkpoint.json"
+    manifest = json.loads(path.read_text())
+    manifest["train_config"] = None
+    path.write_text(json.dumps(manifest))
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--steps", "4"))
+    assert "has no training settings (train_config)" in line
+    with pytest.raises(CheckpointError, match="no training settings"):
+        Trainer.from_checkpoint(tmp_path / "run", list(range(100)), None)
+
+
+def test_command_line_checks_out_corpus_and_model_before_training(tmp_path, capsys):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    argv = cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "2")
+    argv[argv.index("--out") + 1] = str(not_a_dir)
+    assert "is a file; it must be a directory" in cli_error(capsys, argv)
+    line = cli_error(capsys, cli_args(tmp_path, "--corpus", "gpt2-vocab.bpe"))
+    assert "--corpus must be one of ['tiny-shakespeare']" in line
+    line = cli_error(capsys, cli_args(tmp_path, "--gpt2-size", "124M", "--text-file",
+                                      cli_corpus(tmp_path)))
+    assert "add --tokenizer gpt2" in line
+    argv = cli_args(tmp_path, "--text-file", cli_corpus(tmp_path))
+    argv[argv.index("--context-length") + 1] = "100000"  # refused before any mask is allocated
+    assert "too short for one window" in cli_error(capsys, argv)
+    assert "device must be" in cli_error(capsys, cli_args(tmp_path, "--device", "cuda:x"))
+    assert "lr must be a finite number" in cli_error(capsys, cli_args(tmp_path, "--lr", "inf"))

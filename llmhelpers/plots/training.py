@@ -48,6 +48,13 @@ def smooth(values: Sequence[float], weight: float = 0.9) -> np.ndarray:
     return out
 
 
+def smoothing_weight(n_steps: int) -> float:
+    """An EMA weight that averages over about ``n_steps / 50`` steps (between 1 and 10): a long
+    run gets a steady line, and a short one is not dragged behind its own fast first drop."""
+    window = min(10.0, max(1.0, n_steps / 50))
+    return 1.0 - 1.0 / window
+
+
 def figure_png(fig: Figure, dpi: int = 90) -> bytes:
     """The figure as PNG bytes (for ``ipywidgets.Image``)."""
     buffer = io.BytesIO()
@@ -60,8 +67,8 @@ def draw_losses(ax: Axes, history: History, title: str = "Training progress") ->
     """Train loss per step (faint: raw, solid: smoothed) and validation loss at evaluations."""
     if history.step:
         ax.plot(history.step, history.train_loss, color=TRAIN_COLOUR, alpha=0.25, lw=0.8)
-        ax.plot(history.step, smooth(history.train_loss), color=TRAIN_COLOUR,
-                label="train loss (smoothed)")
+        smoothed = smooth(history.train_loss, smoothing_weight(len(history.train_loss)))
+        ax.plot(history.step, smoothed, color=TRAIN_COLOUR, label="train loss (smoothed)")
     if history.eval_step:
         ax.plot(history.eval_step, history.val_loss, "o-", color=VAL_COLOUR, ms=4,
                 label="validation loss")
