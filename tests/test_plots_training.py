@@ -43,7 +43,15 @@ def test_loss_plot_draws_the_history():
     assert ax.get_title() == "run" and "nats per token" in ax.get_ylabel()
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert list(lines["validation loss"].get_ydata()) == [3.5, 3.8]
-    assert list(lines["train loss (smoothed)"].get_xdata()) == [1, 2, 3, 4]
+    assert list(lines["train loss"].get_xdata()) == [1, 2, 3, 4]  # 4 steps: not smoothed
+    assert list(lines["train loss"].get_ydata()) == a_history().train_loss
+    plt.close(fig)
+    long = a_history()
+    long.step, long.train_loss = list(range(1, 501)), [5.0 - i / 100 for i in range(500)]
+    fig = plots.plot_losses(long, "long run")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    smoothed = lines["train loss (smoothed)"].get_ydata()
+    assert np.allclose(smoothed, plots.smooth(long.train_loss, plots.smoothing_weight(500)))
     plt.close(fig)
 
 

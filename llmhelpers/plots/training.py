@@ -64,11 +64,15 @@ def figure_png(fig: Figure, dpi: int = 90) -> bytes:
 
 # ---------------------------------------------------------------- loss curves
 def draw_losses(ax: Axes, history: History, title: str = "Training progress") -> None:
-    """Train loss per step (faint: raw, solid: smoothed) and validation loss at evaluations."""
-    if history.step:
+    """Train loss per step (faint: raw, solid: smoothed; a short run only raw) and validation
+    loss at evaluations."""
+    weight = smoothing_weight(len(history.train_loss))
+    if history.step and weight > 0:
         ax.plot(history.step, history.train_loss, color=TRAIN_COLOUR, alpha=0.25, lw=0.8)
-        smoothed = smooth(history.train_loss, smoothing_weight(len(history.train_loss)))
+        smoothed = smooth(history.train_loss, weight)
         ax.plot(history.step, smoothed, color=TRAIN_COLOUR, label="train loss (smoothed)")
+    elif history.step:  # too short to smooth
+        ax.plot(history.step, history.train_loss, color=TRAIN_COLOUR, label="train loss")
     if history.eval_step:
         ax.plot(history.eval_step, history.val_loss, "o-", color=VAL_COLOUR, ms=4,
                 label="validation loss")
