@@ -410,6 +410,10 @@ class GPTModel(nn.Module):
                 f"sequence length {seq_len} exceeds context_length={self.config.context_length}; "
                 "keep only the last context_length tokens, e.g. ids[:, -context_length:]"
             )
+        if torch.compiler.is_compiling():
+            # Reading the ids' values would split a compiled graph in two; the Trainer checks
+            # its whole token stream once instead (and an eager model checks on every call).
+            return
         low, high = int(ids.min()), int(ids.max())
         valid = self.config.real_vocab_size
         if low < 0 or high >= valid:

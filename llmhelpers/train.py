@@ -403,6 +403,15 @@ class Trainer:
             None if val_ids is None
             else SlidingWindowDataset(val_ids, self.context_length, self.context_length)
         )
+        vocab_size = getattr(model.config, "real_vocab_size", None)
+        if vocab_size is not None:  # checked once here, so a compiled model need not check
+            for name, data in (("train_ids", self.train_data), ("val_ids", self.val_data)):
+                if data is not None and int(data.ids.max()) >= vocab_size:
+                    raise ValueError(
+                        f"{name} holds id {int(data.ids.max())}, outside the model's vocabulary: "
+                        f"ids must be in [0, {vocab_size}); was the text encoded with another "
+                        "tokenizer?"
+                    )
         self.global_batch_size = config.batch_size * config.grad_accum_steps * self.world_size
         self.batches = BatchSchedule(len(self.train_data), self.global_batch_size, config.seed)
         self.optimizer = make_optimizer(self.model, config)

@@ -1,5 +1,6 @@
 """Training: the loss, the schedule, the optimizer groups, the loop, stopping and exact resume."""
 
+import contextlib
 import json
 import math
 import subprocess
@@ -283,6 +284,37 @@ def test_stop_request_and_interrupt_keep_the_model_so_far():
         assert torch.equal(x, y)
     trainer.callbacks.clear()
     assert trainer.run().step[-1] == 6  # and it can carry on
+
+
+def test_ids_outside_the_vocabulary_are_refused_when_the_trainer_is_made():
+    model = GPTModel(tiny_config())
+    good = torch.randint(0, 64, (200,), generator=torch.Generator().manual_seed(0))
+    bad = torch.cat([good, torch.tensor([64])])
+    config = TrainConfig(max_steps=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match=r"train_ids holds id 64.*\[0, 64\)"):
+        Trainer(model, bad, good, config)
+    with pytest.raises(ValueError, match=r"val_ids holds id 64"):
+        Trainer(model, good, bad, config)
+
+
+def test_compiled_model_trains_like_the_eager_one_in_one_graph():
+    model = GPTModel(tiny_config())
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    explained = torch._dynamo.explain(model)(ids)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    eager = tiny_trainer(max_steps=3)
+    compiled = tiny_trainer(max_steps=3, compile=True)
+    assert compiled.forward_model is not compiled.model  # really compiled
+    assert compiled.run().train_loss == pytest.approx(eager.run().train_loss, rel=1e-5)
+    for (name, a), b in zip(eager.model.state_dict().items(),
+                            compiled.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_bf16_autocast_is_for_cuda_only_and_changes_nothing_on_the_cpu():
+    plain, asked = tiny_trainer(max_steps=2), tiny_trainer(max_steps=2, bf16_autocast=True)
+    assert asked.device.type == "cpu" and isinstance(asked.autocast(), contextlib.nullcontext)
+    assert asked.run().train_loss == plain.run().train_loss
 
 
 def test_nan_loss_stops_with_a_helpful_error():
