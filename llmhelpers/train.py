@@ -22,13 +22,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import math
 import os
 import random
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -371,6 +374,20 @@ class TrainingDivergedError(FloatingPointError):
 
 
 # ---------------------------------------------------------------- the trainer
+@contextlib.contextmanager
+def interrupts_set(event: threading.Event) -> Iterator[None]:
+    """Inside, Ctrl-C (SIGINT) sets ``event`` instead of raising KeyboardInterrupt (main
+    thread only; elsewhere this does nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class Trainer:
     """Trains ``model`` on a token stream.
 
@@ -421,6 +438,7 @@ class Trainer:
         self.history = History()
         self.step = 0
         self.stop_requested = False
+        self.interrupt = threading.Event()  # Ctrl-C under DDP (see interrupts_stop_every_rank)
         self._elapsed = 0.0  # training seconds so far, the same on every rank
         self.checkpoint_dir: Path | None = None  # with checkpoint_interval > 0: save every N steps
         self.checkpoint_interval = 0
@@ -473,6 +491,19 @@ class Trainer:
     def request_stop(self) -> None:
         """Ask ``run`` to stop after the current step (the stop button calls this)."""
         self.stop_requested = True
+
+    @contextlib.contextmanager
+    def interrupts_stop_every_rank(self) -> Iterator[None]:
+        """Under DDP, turn Ctrl-C (SIGINT) into a stop request that every rank obeys at the
+        same step, so rank 0 can save and all processes exit together.
+
+        A KeyboardInterrupt raised at once would catch the ranks at different points: one
+        would wait forever in a collective (all-reduce, barrier) that another never joins.
+        torchrun passes the signal on to every process. With one process this does nothing:
+        Ctrl-C raises KeyboardInterrupt as usual.
+        """
+        with (interrupts_set(self.interrupt) if self.world_size > 1 else contextlib.nullcontext()):
+            yield
 
     def _get_torch_rng(self) -> list[torch.Tensor]:
         states = [torch.get_rng_state()]
@@ -577,13 +608,15 @@ class Trainer:
         Ctrl-C (or the stop button) ends the run cleanly after the current step: the model and
         history so far are kept. A NaN/inf loss raises ``TrainingDivergedError``.
         """
+        if isinstance(steps, bool) or not isinstance(steps, int | None) or (steps or 0) < 0:
+            raise ValueError(f"steps must be an int >= 0 or None (up to max_steps), got {steps!r}")
         cfg, history = self.config, self.history
         end = cfg.max_steps if steps is None else min(self.step + steps, cfg.max_steps)
         self.stop_requested, history.stop_reason = False, None
         show = cfg.progress and self.is_main
         # A calm bar (a redraw every 2 s at most): every redraw is a message to the notebook.
         bar = tqdm(total=end - self.step, desc="training", disable=not show, mininterval=2.0)
-        with self.own_random_stream(), self.cpu_threads():
+        with self.own_random_stream(), self.cpu_threads(), self.interrupts_stop_every_rank():
             try:
                 while self.step < end and not self._should_stop():
                     started = time.perf_counter()
@@ -599,6 +632,9 @@ class Trainer:
                         self._sample_and_log()
                     if self.checkpoint_interval and self.step % self.checkpoint_interval == 0:
                         self.save(self.checkpoint_dir)
+                stopped_early = history.stop_reason in ("time limit", "stopped")
+                if stopped_early and self.step and self.step not in history.eval_step[-1:]:
+                    self._evaluate_and_log()  # so the reported val loss is of the final model
             except KeyboardInterrupt:
                 self.optimizer.zero_grad(set_to_none=True)
                 history.stop_reason = "interrupted"
@@ -632,19 +668,25 @@ class Trainer:
         history.train_seconds += seconds
 
     def _should_stop(self) -> bool:
-        stop, self._elapsed = self.stop_requested, self.history.train_seconds
+        requested, interrupted = self.stop_requested, self.interrupt.is_set()
+        self._elapsed = self.history.train_seconds
         if self.world_size > 1:
             # Every rank must agree to stop (or the others would wait forever) and use the same
             # elapsed time for a time-based learning rate (or their weights would drift apart).
-            shared = torch.tensor([float(stop), self._elapsed], device=self.device)
+            shared = torch.tensor([float(requested), float(interrupted), self._elapsed],
+                                  device=self.device)
             dist.all_reduce(shared, op=dist.ReduceOp.MAX)
-            stop, self._elapsed = bool(shared[0]), float(shared[1])
+            requested, interrupted = bool(shared[0]), bool(shared[1])
+            self._elapsed = float(shared[2])
+            if interrupted:
+                self.interrupt.set()
         limit = self.config.time_limit_s
-        if limit is not None and self._elapsed >= limit:
-            stop = True
+        timed_out = limit is not None and self._elapsed >= limit
+        stop = requested or interrupted or timed_out
         if stop and self.history.stop_reason is None:
-            timed_out = self.config.time_limit_s is not None and not self.stop_requested
-            self.history.stop_reason = "time limit" if timed_out else "stopped"
+            self.history.stop_reason = (
+                "interrupted" if interrupted else "stopped" if requested else "time limit"
+            )
         return stop
 
     # -- checkpoints
@@ -1170,22 +1212,35 @@ def main(argv: Sequence[str] | None = None) -> Trainer:
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
-    try:
-        trainer = _make_trainer(args)
-    except (ValueError, TypeError, OSError) as error:  # CheckpointError is a ValueError
-        parser.error(str(error))
-    except KeyboardInterrupt:
-        print("interrupted before training started", file=sys.stderr)
-        raise SystemExit(130) from None
+    # Under torchrun, Ctrl-C only sets a flag, from before the ranks connect until the
+    # checkpoint is written; all ranks then stop at the same step (see Trainer._should_stop).
+    # A KeyboardInterrupt in one rank would leave the others waiting for it forever.
+    interrupt = threading.Event()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    with interrupts_set(interrupt) if distributed else contextlib.nullcontext():
+        try:
+            trainer = _make_trainer(args)
+        except (ValueError, TypeError, OSError) as error:  # CheckpointError is a ValueError
+            parser.error(str(error))
+        except KeyboardInterrupt:
+            print("interrupted before training started", file=sys.stderr)
+            raise SystemExit(130) from None
+        trainer.interrupt = interrupt  # already set: the run stops at its first step
+        return _train_and_save(trainer, args)
 
+
+def _train_and_save(trainer: Trainer, args: argparse.Namespace) -> Trainer:
+    """The command line after setup: train, save, report, leave the process group."""
     out = Path(args.out)
     steps = None if args.stop_at is None else max(0, args.stop_at - trainer.step)
-    history = trainer.run(steps)
-    try:
-        trainer.save(out)
-    except KeyboardInterrupt:
-        print(f"interrupted while saving: {out} keeps its previous checkpoint", file=sys.stderr)
-        raise SystemExit(130) from None
+    with trainer.interrupts_stop_every_rank():  # under torchrun, a Ctrl-C while saving waits
+        history = trainer.run(steps)
+        try:
+            trainer.save(out)
+        except KeyboardInterrupt:
+            print(f"interrupted while saving: {out} keeps its previous checkpoint",
+                  file=sys.stderr)
+            raise SystemExit(130) from None
     if trainer.is_main:
         if history.eval_step:
             val = f"val loss {history.val_loss[-1]:.4f} (at step {history.eval_step[-1]})"
@@ -1195,6 +1250,11 @@ def main(argv: Sequence[str] | None = None) -> Trainer:
         print(f"step {trainer.step}: {train}, {val}, "
               f"{history.mean_tokens_per_second():.0f} tokens/s; checkpoint in {out}")
     if dist.is_initialized():
+        dist.barrier()  # nobody tears down while another rank still talks
+        # DDP holds the process group; free it now, while the interpreter is whole, or gloo's
+        # threads may be destroyed during shutdown and abort the process.
+        trainer.forward_model = trainer.model
+        gc.collect()
         dist.destroy_process_group()
     if history.stop_reason == "interrupted":
         if trainer.is_main:

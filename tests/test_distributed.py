@@ -2,8 +2,11 @@
 the same result as one process with the same global batch."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -51,3 +54,39 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
         assert torch.allclose(a, b, rtol=0, atol=1e-5), name
         moved = max(moved, float((a - c).abs().max()))
     assert moved > 1e-3
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to torchrun and to both workers (and torchrun sends it
+    on again). No rank may be left waiting in a collective: all stop after the same step, rank
+    0 saves, and the workers exit well before torchrun's 30 s grace period ends in SIGKILL."""
+    from llmhelpers.tokenizer import shakespeare_bpe
+
+    shakespeare_bpe()
+    out = tmp_path / "run"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "llmhelpers.train", *TINY, "--steps", "100000", "--batch-size", "2",
+         "--checkpoint-interval", "3",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoint.json").exists():  # training has started
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0]
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        log, _ = job.communicate(timeout=25)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    match = re.search(r"interrupted at step (\d+): saved", log)
+    assert match, log[-4000:]
+    assert "forcefully" not in log and "[rank" not in log, log[-4000:]  # no hang, no worker error
+    saved = load_checkpoint(out)
+    assert saved.step == int(match.group(1)) >= 3
+    assert saved.history["step"][-1] == saved.step

@@ -330,10 +330,18 @@ def test_nan_loss_stops_with_a_helpful_error():
         trainer.run()
 
 
+@pytest.mark.parametrize("steps", [-1, 2.5, True, "3"])
+def test_run_refuses_a_step_count_that_is_not_a_whole_number_of_steps(steps):
+    with pytest.raises(ValueError, match=r"steps must be an int >= 0 or None"):
+        tiny_trainer().run(steps)
+
+
 def test_time_limit_stops_the_run_and_finishes_the_decay():
     trainer = tiny_trainer(max_steps=1000, time_limit_s=1e-9)
     history = trainer.run()
     assert history.step == [1] and history.stop_reason == "time limit"
+    # the run is evaluated where it stopped, so the val loss reported is the final model's
+    assert history.eval_step == [1] and history.val_loss == [trainer.evaluate()]
     # with a time limit the cosine decay follows the clock: near min_lr when time is up
     trainer = tiny_trainer(max_steps=10**6, warmup_steps=0, time_limit_s=1.0, eval_interval=10**6)
     history = trainer.run()

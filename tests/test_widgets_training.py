@@ -54,7 +54,8 @@ def test_monitor_shows_progress_and_the_stop_button_keeps_the_model(tokenizer):
     monitor.run()
     assert trainer.step == 5 and monitor.progress.value == 5
     assert "step 5/8" in monitor.status and "finished (stopped)" in monitor.status
-    assert f"val loss {trainer.history.val_loss[-1]:.3f} (step 4)" in monitor.status
+    assert trainer.history.eval_step == [4, 5]  # a stopped run is evaluated where it stopped
+    assert f"val loss {trainer.history.val_loss[-1]:.3f} (step 5)" in monitor.status
     assert monitor.plot_png.startswith(PNG_MAGIC)
     assert bytes(monitor.image.value) == monitor.plot_png
     assert monitor.stop_button.disabled
