@@ -29,14 +29,26 @@ import torch
 from torch import nn
 
 
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not isinstance(temperature, (int, float)) or math.isnan(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
+    """Python or NumPy numbers; a bool or a tensor is refused, so is NaN or infinity."""
+    if not _is_real(temperature):
+        raise TypeError(f"temperature must be a real number >= 0 (0 = greedy), "
+                        f"got {type(temperature).__name__} {temperature!r}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), "
+                         f"got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)):
         raise TypeError(f"top_k must be an int or None (None = off), got {top_k!r}")
     if top_k is not None and top_k <= 0:
         raise ValueError(f"top_k must be >= 1, or None to switch it off; got {top_k}")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+    if top_p is not None and not _is_real(top_p):
+        raise TypeError(f"top_p must be a real number in (0, 1] or None (None = off), "
+                        f"got {type(top_p).__name__} {top_p!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:  # also refuses NaN
         raise ValueError(f"top_p must be in (0, 1], or None to switch it off; got {top_p!r}")
 
 
@@ -56,9 +68,14 @@ def next_token_probs(
     model, not a distribution).
     """
     _check_sampling_args(temperature, top_k, top_p)
+    if not isinstance(logits, torch.Tensor) or logits.dim() < 1 or logits.shape[-1] < 1:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a tensor of shape (..., vocab), got {shape}")
     logits = logits.detach().float()
     width = logits.shape[-1]
     if vocab_size is not None:
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral):
+            raise TypeError(f"vocab_size must be an int or None, got {vocab_size!r}")
         if not 1 <= vocab_size <= width:
             raise ValueError(
                 f"vocab_size must be in [1, {width}] (the logits' width), got {vocab_size}"
@@ -198,6 +215,15 @@ def generate_stream(
     _check_seed_and_eos(seed, eos_id)
     context = _as_prompt(ids)
     model_context_length(model)  # fail now, not at the first next()
+    vocab_size = model_vocab_size(model)
+    if vocab_size is not None:
+        outside = [i for i in context if not 0 <= i < vocab_size]
+        if outside:
+            raise ValueError(f"ids must be in [0, {vocab_size}) (the model's vocabulary), "
+                             f"got {outside[0]}")
+        if eos_id is not None and eos_id >= vocab_size:
+            raise ValueError(f"eos_id must be in [0, {vocab_size}) (the model's vocabulary) "
+                             f"or None, got {eos_id}")
     generator = torch.Generator()
     if seed is not None:
         generator.manual_seed(seed)

@@ -87,12 +87,27 @@ def test_temperature_scales_the_logits():
         assert torch.allclose(next_token_probs(logits, temperature), expected, atol=1e-7)
 
 
-@pytest.mark.parametrize("temperature", [-0.1, -1, math.nan])
+@pytest.mark.parametrize("temperature", [-0.1, -1, math.nan, math.inf])
 def test_bad_temperature_is_an_error(temperature):
     with pytest.raises(ValueError, match="temperature"):
         next_token_probs(torch.zeros(3), temperature=temperature)
     with pytest.raises(ValueError, match="temperature"):
         generate(NextIdModel(), [1], 2, temperature=temperature)
+
+
+@pytest.mark.parametrize("name", ["temperature", "top_p"])
+@pytest.mark.parametrize("value", [True, torch.tensor(0.5), "0.5"])
+def test_sampling_knobs_must_be_plain_numbers(name, value):
+    with pytest.raises(TypeError, match=f"{name} must be a real number"):
+        next_token_probs(torch.zeros(3), **{name: value})
+
+
+def test_numpy_numbers_are_accepted_like_python_ones():
+    import numpy as np
+
+    logits = torch.tensor([0.0, 1.0, 2.0])
+    assert torch.equal(next_token_probs(logits, np.float32(0.5), np.int64(2), np.float64(0.9)),
+                       next_token_probs(logits, 0.5, 2, 0.9))
 
 
 # ---------------------------------------------------------------- top-k
@@ -241,11 +256,27 @@ def test_non_integer_ids_are_refused_not_truncated():
         ({"seed": 2**64}, ValueError, "seed must be in"),
         ({"eos_id": -1}, ValueError, "eos_id must be in"),
         ({"eos_id": "x"}, TypeError, "eos_id must be an int"),
+        ({"eos_id": 10}, ValueError, r"eos_id must be in \[0, 10\) \(the model's vocabulary\)"),
+        ({"ids": [1, 10]}, ValueError, r"ids must be in \[0, 10\).*got 10"),
+        ({"ids": [2**70]}, ValueError, r"ids must be in \[0, 10\)"),
+        ({"ids": [-1]}, ValueError, r"ids must be in \[0, 10\)"),
     ],
 )
-def test_seed_and_eos_id_are_checked(changes, error, words):
+def test_seed_eos_id_and_prompt_ids_are_checked(changes, error, words):
+    ids = changes.pop("ids", [1])
     with pytest.raises(error, match=words):
-        generate(NextIdModel(), [1], 3, **changes)
+        generate(NextIdModel(), ids, 3, **changes)
+    with pytest.raises(error, match=words):  # the stream checks when made, not at next()
+        generate_stream(NextIdModel(), ids, 3, **changes)
+
+
+@pytest.mark.parametrize("logits, vocab_size, error", [
+    (torch.tensor(1.0), None, ValueError), (torch.zeros(4), 2.5, TypeError),
+    ([0.0, 1.0], None, ValueError),
+])
+def test_logits_and_vocab_size_are_checked(logits, vocab_size, error):
+    with pytest.raises(error, match="logits must be a tensor|vocab_size must be an int"):
+        next_token_probs(logits, vocab_size=vocab_size)
 
 
 @pytest.mark.parametrize(
