@@ -27,6 +27,8 @@ class SlidingWindowDataset(Dataset):
         check_positive_int("context_length", context_length)
         check_positive_int("stride", stride)
         ids = torch.as_tensor(token_ids)
+        if ids.numel() == 0:  # an empty list would otherwise become a float tensor
+            ids = ids.to(torch.long)
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise TypeError(f"token_ids must be integers, got dtype {ids.dtype}")
         self.ids = ids.to(torch.long).flatten()

@@ -17,6 +17,7 @@ with ``os.replace`` (a single atomic rename). A save interrupted at any point le
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,13 +25,14 @@ import os
 import random
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -40,6 +42,22 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, damaged, or does not fit the model it is loaded into."""
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, part: str) -> Iterator[None]:
+    """Turn any error while reading ``part`` of the checkpoint at ``path`` into a
+    ``CheckpointError`` that says so (a file edited by hand, or cut short, fails here)."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError,
+            OverflowError, SafetensorError) as error:
+        raise CheckpointError(
+            f"the checkpoint at {path} is damaged: its {part} cannot be read "
+            f"({type(error).__name__}: {error})"
+        ) from error
 
 
 @dataclass
@@ -171,7 +189,8 @@ def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
         {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
         for group in state_dict["param_groups"]
     ]
-    return tensors, {"param_groups": groups, "state_values": plain}
+    indices = sorted(int(index) for index in state_dict["state"])
+    return tensors, {"param_groups": groups, "state_values": plain, "state_indices": indices}
 
 
 def _optimizer_from_files(tensors: dict, plain: dict) -> dict:
@@ -183,6 +202,10 @@ def _optimizer_from_files(tensors: dict, plain: dict) -> dict:
     for name, value in plain["state_values"].items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
+    missing = sorted(set(plain.get("state_indices", state)) - set(state))
+    if missing:  # loading would silently restart AdamW's moments for these parameters
+        raise ValueError(f"optimizer tensors for parameters {missing} are missing from the "
+                         "state file")
     groups = [
         {k: (tuple(v) if k == "betas" else v) for k, v in group.items()}
         for group in plain["param_groups"]
@@ -309,8 +332,9 @@ def _manifest_problems(manifest: dict) -> list[str]:
         problems.append("'files.sha256' does not list both tensor files")
     if not isinstance(manifest["model_config"], dict):
         problems.append("'model_config' is not a mapping")
-    if isinstance(manifest["step"], bool) or not isinstance(manifest["step"], int):
-        problems.append("'step' is not an integer")
+    if (isinstance(manifest["step"], bool) or not isinstance(manifest["step"], int)
+            or manifest["step"] < 0):
+        problems.append("'step' is not an integer >= 0")
     for key in ("history", "tokenizer", "train_config", "optimizer", "rng", "extra"):
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             problems.append(f"'{key}' is not a mapping")
@@ -351,7 +375,37 @@ def _load_tensor_file(directory: Path, name: str, manifest: dict) -> dict[str, t
     expected = manifest["files"]["sha256"][name]
     if _sha256_file(path) != expected:
         raise CheckpointError(f"checkpoint file {path} is damaged (SHA-256 does not match)")
-    return load_file(path, device="cpu")
+    with reading(path, "tensor file"):
+        return load_file(path, device="cpu")
+
+
+def check_tensor_shapes(directory: str | os.PathLike, manifest: dict, config) -> None:
+    """Compare the model file's tensor shapes (read from its header alone) with those of a
+    model built from ``config`` on the ``meta`` device, which allocates no memory. So an edited
+    config (say ``context_length`` 100000) is an error, not a huge allocation. Call it before
+    building the model from a checkpoint's config."""
+    from llmhelpers.model import GPTModel
+
+    path = Path(directory) / manifest["files"]["model"]
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} is missing")
+    with reading(path, "tensor file"), safe_open(path, framework="pt") as tensors:
+        saved = {name: tuple(tensors.get_slice(name).get_shape()) for name in tensors.keys()}
+    with torch.device("meta"):
+        skeleton = GPTModel(config)
+    # Meta tensors have no memory to compare, so tied weights are found by name instead: a
+    # parameter reached under a second name (the tied output head) is saved under its first.
+    every_name = {name for name, _ in skeleton.named_parameters(remove_duplicate=False)}
+    tied = every_name - {name for name, _ in skeleton.named_parameters()}
+    expected = {name: t for name, t in skeleton.state_dict().items() if name not in tied}
+    differing = [f"{name}: file {saved.get(name, '<absent>')}, config {tuple(tensor.shape)}"
+                 for name, tensor in expected.items() if saved.get(name) != tuple(tensor.shape)]
+    differing += [f"{name}: not in a model of this config" for name in set(saved) - set(expected)]
+    if differing:
+        raise CheckpointError(
+            f"the checkpoint at {directory} is damaged: its model_config does not match its "
+            f"tensors ({'; '.join(sorted(differing)[:3])}{'; ...' if len(differing) > 3 else ''})"
+        )
 
 
 def load_checkpoint(
@@ -374,8 +428,9 @@ def load_checkpoint(
     if model is None:
         from llmhelpers.model import GPTConfig, GPTModel
 
-        model = GPTModel(GPTConfig.from_dict(saved_config))
-        config = model.config
+        config = GPTConfig.from_dict(saved_config)
+        check_tensor_shapes(directory, manifest, config)
+        model = GPTModel(config)
     else:
         config = getattr(model, "config", None)
         if config is not None:
@@ -392,11 +447,13 @@ def load_checkpoint(
     state_tensors = _load_tensor_file(directory, manifest["files"]["state"], manifest)
     optimizer_state = None
     if manifest.get("optimizer") is not None:
-        optimizer_state = _optimizer_from_files(state_tensors, manifest["optimizer"])
+        with reading(directory, "optimizer state"):
+            optimizer_state = _optimizer_from_files(state_tensors, manifest["optimizer"])
     if optimizer is not None:
         if optimizer_state is None:
             raise CheckpointError(f"the checkpoint at {directory} has no optimizer state")
-        optimizer.load_state_dict(optimizer_state)
+        with reading(directory, "optimizer state"):
+            optimizer.load_state_dict(optimizer_state)
     rng_state = None
     if manifest.get("rng") is not None:
         rng_state = {
@@ -406,7 +463,8 @@ def load_checkpoint(
     if restore_rng:
         if rng_state is None:
             raise CheckpointError(f"the checkpoint at {directory} has no random state")
-        restore_rng_state(rng_state["tensors"], rng_state["plain"])
+        with reading(directory, "random state"):
+            restore_rng_state(rng_state["tensors"], rng_state["plain"])
 
     return LoadedCheckpoint(
         model=model,

@@ -48,8 +48,10 @@ from llmhelpers.batches import SlidingWindowDataset
 from llmhelpers.checkpoint import (
     MANIFEST,
     CheckpointError,
+    check_tensor_shapes,
     load_checkpoint,
     read_manifest,
+    reading,
     save_checkpoint,
     write_json_atomically,
 )
@@ -105,7 +107,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     lr: float = 2e-3
     min_lr: float = 2e-4
-    warmup_steps: int = 40
+    warmup_steps: int | None = None  # None: 5% of max_steps (at least 1, at most 100)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -130,8 +132,16 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "train_stride",
                      "eval_interval", "eval_batches", "sample_tokens"):
             _check_int(name, getattr(self, name), minimum=1)
+        if self.warmup_steps is None:
+            self.warmup_steps = min(100, max(1, round(0.05 * self.max_steps)))
         for name in ("warmup_steps", "sample_interval"):
             _check_int(name, getattr(self, name), minimum=0)
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"warmup_steps must be <= max_steps ({self.max_steps}), got {self.warmup_steps}: "
+                "the learning rate would never reach lr nor decay (leave warmup_steps out for "
+                "5% of max_steps)"
+            )
         _check_int("seed", self.seed, minimum=0, maximum=2**63 - 1)
         if self.num_threads is not None:
             _check_int("num_threads", self.num_threads, minimum=1, allow_none=True)
@@ -360,7 +370,19 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict) -> History:
-        return cls(**data)
+        """The inverse of ``to_dict``; a field of the wrong kind is a ValueError."""
+        history = cls(**data)
+        for item in dataclasses.fields(cls):
+            value = getattr(history, item.name)
+            if item.name == "train_seconds":
+                ok = check_real("train_seconds", value) >= 0
+            elif item.name == "stop_reason":
+                ok = value is None or isinstance(value, str)
+            else:
+                ok = isinstance(value, list)
+            if not ok:
+                raise ValueError(f"history field {item.name} has the wrong kind: {value!r}")
+        return history
 
     def mean_tokens_per_second(self) -> float:
         return self.tokens_seen[-1] / self.train_seconds if self.train_seconds else 0.0
@@ -407,6 +429,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         tokenizer_info: dict | None = None,
     ):
+        if config is not None and not isinstance(config, TrainConfig):
+            raise TypeError("config must be a TrainConfig (e.g. TrainConfig(max_steps=100)) or "
+                            f"None, got {type(config).__name__}")
         self.config = config = config or TrainConfig()
         self.rank, self.world_size = distributed_setup()
         self.device = choose_device(config.device)
@@ -728,15 +753,19 @@ class Trainer:
         if manifest.get("train_config") is None:
             raise CheckpointError(f"the checkpoint in {directory} has no training settings "
                                   "(train_config): it was not written by a Trainer")
-        config = TrainConfig(**{**manifest["train_config"], **config_changes})
-        model = GPTModel(GPTConfig.from_dict(manifest["model_config"]))
+        with reading(directory, "train_config"):
+            config = TrainConfig(**{**manifest["train_config"], **config_changes})
+        model_config = GPTConfig.from_dict(manifest["model_config"])
+        check_tensor_shapes(directory, manifest, model_config)  # before allocating the model
         trainer = cls(
-            model, train_ids, val_ids, config, tokenizer, callbacks, manifest["tokenizer"]
+            GPTModel(model_config), train_ids, val_ids, config, tokenizer, callbacks,
+            manifest["tokenizer"],
         )
         with trainer.own_random_stream():  # the saved state becomes this run's stream
             loaded = load_checkpoint(directory, trainer.model, trainer.optimizer, restore_rng=True)
         trainer.step = loaded.step
-        trainer.history = History.from_dict(loaded.history)
+        with reading(directory, "history"):
+            trainer.history = History.from_dict(loaded.history or {})
         return trainer
 
 
@@ -788,11 +817,12 @@ def tokenizer_from_identity(identity: dict | None):
         "shakespeare-bpe": lambda s: tokenizer_module.shakespeare_bpe(**s),
         "gpt2": lambda s: tokenizer_module.gpt2_tokenizer(),
     }
-    if identity["name"] not in builders:
-        raise ValueError(f"unknown tokenizer name {identity['name']!r}; known: {sorted(builders)}")
+    if not isinstance(identity, dict) or identity.get("name") not in builders:
+        name = identity.get("name") if isinstance(identity, dict) else identity
+        raise ValueError(f"unknown tokenizer name {name!r}; known: {sorted(builders)}")
     tokenizer = builders[identity["name"]](identity.get("settings") or {})
     rebuilt = tokenizer_identity(tokenizer, identity["name"], **(identity.get("settings") or {}))
-    if rebuilt["fingerprint"] != identity["fingerprint"]:
+    if rebuilt["fingerprint"] != identity.get("fingerprint"):
         raise ValueError(
             f"the tokenizer {identity['name']!r} built here encodes text differently from the "
             "one the checkpoint was trained with"
@@ -843,8 +873,8 @@ TEXT_CORPORA = ("tiny-shakespeare",)
 # cores. To use more cores, run one process per core with torchrun (see ``main``).
 # A 100-step warm-up steadies the start (about 0.02 nats/char better than 20 steps, on two seeds).
 DEFAULT_TRAINING = {"max_steps": 2000, "batch_size": 8, "lr": 5e-3, "min_lr": 5e-4,
-                    "warmup_steps": 100, "eval_interval": 100, "eval_batches": 16,
-                    "num_threads": 1}
+                    "eval_interval": 100, "eval_batches": 16, "num_threads": 1}
+# (warmup_steps is left to TrainConfig: 5% of max_steps, so 100 here, fewer for short runs)
 
 
 def default_model_config(vocab_size: int):
@@ -968,7 +998,8 @@ def _build_parser() -> argparse.ArgumentParser:
     int_help = {"batch_size": f"sequences per micro-batch and process (default {run.batch_size})",
                 "grad_accum_steps": "micro-batches per optimizer step "
                                     f"(default {run.grad_accum_steps})",
-                "warmup_steps": f"linear learning-rate warm-up (default {run.warmup_steps})",
+                "warmup_steps": "linear learning-rate warm-up "
+                                "(default 5%% of --steps, at most 100)",
                 "eval_interval": f"evaluate every N steps (default {run.eval_interval})",
                 "eval_batches": f"validation batches per evaluation (default {run.eval_batches})",
                 "sample_interval": "print a sample every N steps (default 0: never)",
@@ -1014,7 +1045,15 @@ def _settings_from(args: argparse.Namespace) -> dict[str, dict]:
             raise ValueError(f"--config {args.config}: unknown sections {unknown}; "
                              "allowed: 'data', 'model', 'train'")
         for section in settings:
-            settings[section].update(loaded.get(section, {}))
+            given = loaded.get(section, {})
+            if not isinstance(given, dict):
+                raise ValueError(f"--config {args.config}: section {section!r} must be a JSON "
+                                 f"object, got {type(given).__name__}")
+            settings[section].update(given)
+        unknown = sorted(set(settings["data"]) - set(DATA_FIELDS))
+        if unknown:
+            raise ValueError(f"--config {args.config}: unknown 'data' settings {unknown}; "
+                             f"allowed: {list(DATA_FIELDS)} (with underscores)")
     flags = {k: v for k, v in vars(args).items() if v is not None}
     settings["data"].update({k: flags[k] for k in DATA_FIELDS if k in flags})
     settings["model"].update({k: flags[k] for k in ("gpt2_size", *MODEL_FIELDS) if k in flags})
@@ -1146,8 +1185,17 @@ def _make_trainer(args: argparse.Namespace) -> Trainer:
             raise CheckpointError(f"the checkpoint in {out} has no training settings "
                                   "(train_config): it was not written by a training run")
         data = _resume_data(manifest, settings["data"], out)
+        with reading(out, "data settings (extra.data)"):
+            data = _normalised_data(data)
         _check_resume_model(manifest, settings["model"], out)
-        TrainConfig(**{**manifest["train_config"], **settings["train"]})  # validate first
+        with reading(out, "train_config"):
+            saved_config = TrainConfig(**manifest["train_config"])
+        resumed = TrainConfig(**{**manifest["train_config"], **settings["train"]})  # validate
+        if resumed.max_steps < manifest["step"]:
+            raise ValueError(f"--steps {resumed.max_steps} is below the checkpoint's step "
+                             f"{manifest['step']} in {out}: nothing to train (--steps is the "
+                             "total, not the number of steps more; the checkpoint's run had "
+                             f"--steps {saved_config.max_steps})")
     else:
         if (out / MANIFEST).exists() and not args.overwrite:
             raise ValueError(f"--out {out} already holds a training run (checkpoint.json); "

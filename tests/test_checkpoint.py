@@ -263,3 +263,73 @@ def test_a_hand_edited_manifest_is_named_not_a_key_error(tmp_path, edit, words):
     with pytest.raises(CheckpointError, match="checkpoint.json is damaged") as error:
         load_checkpoint(tmp_path)
     assert words in str(error.value)
+
+
+def _rehash(directory):
+    """Recompute the manifest's SHA-256s, as someone editing files on purpose would."""
+    import hashlib
+
+    path = directory / "checkpoint.json"
+    manifest = json.loads(path.read_text())
+    for name in list(manifest["files"]["sha256"]):
+        if (directory / name).exists():
+            digest = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+            manifest["files"]["sha256"][name] = digest
+    path.write_text(json.dumps(manifest))
+    return manifest
+
+
+def _edit_state_file(directory, keep):
+    from safetensors.torch import load_file, save_file
+
+    path = directory / read_manifest(directory)["files"]["state"]
+    save_file({k: v for k, v in load_file(path).items() if keep(k)}, path)
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda d, m: (d / m["files"]["model"]).write_bytes(
+            (d / m["files"]["model"]).read_bytes()[:-100]), "its tensor file cannot be read"),
+        (lambda d, m: _edit_state_file(d, lambda k: not k.startswith("optimizer.")),
+         "optimizer tensors for parameters .* are missing"),
+        (lambda d, m: _edit_state_file(d, lambda k: not k.startswith("rng.")),
+         r"its random state cannot be read \(KeyError: 'rng.torch'\)"),
+        (lambda d, m: m["optimizer"]["state_values"].update(nodot=1),
+         "its optimizer state cannot be read"),
+        (lambda d, m: m["rng"].update(python=[1, 2]), "its random state cannot be read"),
+    ],
+)
+def test_damage_that_passes_the_hash_check_is_still_a_checkpoint_error(tmp_path, damage, words):
+    model, optimizer = trained_pair()
+    save_checkpoint(tmp_path, model, optimizer)
+    manifest = read_manifest(tmp_path)
+    damage(tmp_path, manifest)
+    (tmp_path / "checkpoint.json").write_text(json.dumps(manifest))
+    _rehash(tmp_path)
+    fresh_model, fresh_optimizer = trained_pair(seed=1)
+    with pytest.raises(CheckpointError, match=words):
+        load_checkpoint(tmp_path, fresh_model, fresh_optimizer, restore_rng=True)
+
+
+@pytest.mark.parametrize("field, value", [("context_length", 10**6), ("d_model", 4096),
+                                          ("n_layers", 200)])
+def test_an_edited_config_is_refused_before_a_model_is_allocated(tmp_path, monkeypatch,
+                                                                 field, value):
+    model, _ = trained_pair()
+    save_checkpoint(tmp_path, model)
+    path = tmp_path / "checkpoint.json"
+    manifest = json.loads(path.read_text())
+    manifest["model_config"][field] = value
+    path.write_text(json.dumps(manifest))
+    built = []
+    real_init = GPTModel.__init__
+
+    def record(self, config):
+        built.append(torch.empty(0).device.type)  # the device models are built on
+        real_init(self, config)
+
+    monkeypatch.setattr(GPTModel, "__init__", record)
+    with pytest.raises(CheckpointError, match="model_config does not match its tensors"):
+        load_checkpoint(tmp_path)
+    assert built == ["meta"]  # only the memory-free skeleton was built

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -157,6 +158,16 @@ def test_learning_rate_schedule():
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_warmup_defaults_to_five_percent_of_the_run_and_may_not_outlast_it():
+    assert TrainConfig(max_steps=2000).warmup_steps == 100
+    assert TrainConfig(max_steps=60).warmup_steps == 3
+    assert TrainConfig(max_steps=1).warmup_steps == 1
+    assert TrainConfig(max_steps=10**6).warmup_steps == 100
+    assert TrainConfig(max_steps=10, warmup_steps=0).warmup_steps == 0
+    with pytest.raises(ValueError, match=r"warmup_steps must be <= max_steps \(100\), got 500"):
+        TrainConfig(max_steps=100, warmup_steps=500)
 
 
 @pytest.mark.parametrize(
@@ -416,8 +427,9 @@ def test_generate_command_samples_from_a_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     "flags, words",
     [
-        (["--temperature", "-1"], "temperature must be a number >= 0"),
-        (["--temperature", "nan"], "temperature must be a number >= 0"),
+        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "temperature must be a finite number >= 0"),
+        (["--temperature", "inf"], "temperature must be a finite number >= 0"),
         (["--top-k", "0"], "top_k must be >= 1"),
         (["--top-p", "1.5"], "top_p must be in (0, 1]"),
         (["--max-new-tokens", "-3"], "--max-new-tokens must be >= 0"),
@@ -775,3 +787,35 @@ def test_command_line_checks_out_corpus_and_model_before_training(tmp_path, caps
     assert "too short for one window" in cli_error(capsys, argv)
     assert "device must be" in cli_error(capsys, cli_args(tmp_path, "--device", "cuda:x"))
     assert "lr must be a finite number" in cli_error(capsys, cli_args(tmp_path, "--lr", "inf"))
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"data": {"vocab-size": 300}}, r"unknown 'data' settings \['vocab-size'\]"),
+    ({"train": []}, "section 'train' must be a JSON object, got list"),
+    ({"model": "big"}, "section 'model' must be a JSON object, got str"),
+])
+def test_a_config_file_with_unknown_or_malformed_sections_is_refused(tmp_path, capsys,
+                                                                      content, words):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(content))
+    assert re.search(words, cli_error(capsys, cli_args(tmp_path, "--config", str(config))))
+
+
+def test_resume_with_fewer_total_steps_than_done_is_refused(tmp_path, capsys):
+    from llmhelpers.train import main
+
+    main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "4"))
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--steps", "3"))
+    assert "--steps 3 is below the checkpoint's step 4" in line and "--steps 4)" in line
+    line = cli_error(capsys, cli_args(tmp_path, "--resume", "--warmup-steps", "9"))
+    assert "warmup_steps must be <= max_steps (4), got 9" in line
+
+
+def test_trainer_names_empty_data_and_a_config_of_the_wrong_kind():
+    torch.manual_seed(0)
+    model = GPTModel(tiny_config())
+    ids = torch.randint(0, 64, (500,))
+    with pytest.raises(ValueError, match="the text has 0 tokens, too short for one window"):
+        Trainer(model, [], ids, TrainConfig(progress=False))
+    with pytest.raises(TypeError, match="config must be a TrainConfig .* got dict"):
+        Trainer(model, ids, ids, {"max_steps": 3})
