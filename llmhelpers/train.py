@@ -31,6 +31,7 @@ import random
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -1160,9 +1161,22 @@ def _check_output_dir(out: Path) -> None:
     """Fail before training, not after it, when ``--out`` cannot hold a checkpoint."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; it must be a directory (new or existing)")
-    out.mkdir(parents=True, exist_ok=True)  # an OSError (no permission, ...) reaches main
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {out} cannot be created: {error.strerror}") from error
     if not os.access(out, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out} is not writable")
+
+
+def _read_text_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"--text-file {path} cannot be read: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--text-file {path} is not UTF-8 text (byte {error.start}: "
+                         f"{error.reason})") from error
 
 
 def _make_trainer(args: argparse.Namespace) -> Trainer:
@@ -1221,7 +1235,7 @@ def _make_trainer(args: argparse.Namespace) -> Trainer:
                     f"{info[name]!r}): it would encode the corpus differently"
                 )
     if data["text_file"]:
-        text = Path(data["text_file"]).read_text(encoding="utf-8")
+        text = _read_text_file(Path(data["text_file"]))
     else:
         text = load_text(data["corpus"])
     corpus = tokenize_corpus(tokenizer, text)
@@ -1284,7 +1298,14 @@ def _train_and_save(trainer: Trainer, args: argparse.Namespace) -> Trainer:
     with trainer.interrupts_stop_every_rank():  # under torchrun, a Ctrl-C while saving waits
         history = trainer.run(steps)
         try:
-            trainer.save(out)
+            try:
+                trainer.save(out)
+            except OSError as error:  # the disk filled up, the directory went away, ...
+                rescue = Path(tempfile.mkdtemp(prefix="llmhelpers-rescue-"))
+                trainer.save(rescue)
+                print(f"error: could not save to --out {out} ({error}); the model is saved in "
+                      f"{rescue} instead (move it, then continue with --resume)", file=sys.stderr)
+                raise SystemExit(1) from None
         except KeyboardInterrupt:
             print(f"interrupted while saving: {out} keeps its previous checkpoint",
                   file=sys.stderr)

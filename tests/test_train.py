@@ -4,8 +4,10 @@ import contextlib
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -657,7 +659,8 @@ def test_resume_refuses_model_changes_and_announces_training_changes(tmp_path, c
     (["--batch-size", "0"], "batch_size must be an int >= 1, got 0"),
     (["--n-heads", "3"], "d_model (32) must be divisible by n_heads (3)"),
     (["--resume"], "checkpoint.json is missing"),
-    (["--text-file", "/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
+    (["--text-file", "/nonexistent/corpus.txt"],
+     "--text-file /nonexistent/corpus.txt cannot be read: No such file or directory"),
     (["--stop-at", "-1"], "--stop-at must be >= 0"),
 ])
 def test_command_line_errors_are_one_clear_line(tmp_path, capsys, flags, expected):
@@ -819,3 +822,37 @@ def test_trainer_names_empty_data_and_a_config_of_the_wrong_kind():
         Trainer(model, [], ids, TrainConfig(progress=False))
     with pytest.raises(TypeError, match="config must be a TrainConfig .* got dict"):
         Trainer(model, ids, ids, {"max_steps": 3})
+
+
+def test_unreadable_inputs_and_outputs_are_named_by_their_flag(tmp_path, capsys):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)) * 40)
+    line = cli_error(capsys, cli_args(tmp_path, "--text-file", str(binary)))
+    assert f"--text-file {binary} is not UTF-8 text (byte 128" in line
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = cli_args(tmp_path, "--text-file", cli_corpus(tmp_path))
+    argv[argv.index("--out") + 1] = str(blocker / "sub")
+    line = cli_error(capsys, argv)
+    assert f"--out {blocker / 'sub'} cannot be created: Not a directory" in line
+
+
+def test_a_save_that_fails_after_training_keeps_the_model_elsewhere(tmp_path, capsys, monkeypatch):
+    from llmhelpers import train
+    from llmhelpers.checkpoint import load_checkpoint
+
+    real_save = train.Trainer.save
+
+    def full_disk(self, directory):
+        if Path(directory) == tmp_path / "run":
+            raise OSError(28, "No space left on device")
+        return real_save(self, directory)
+
+    monkeypatch.setattr(train.Trainer, "save", full_disk)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "2"))
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    rescue = re.search(r"the model is saved in (\S+) instead", err).group(1)
+    assert "No space left on device" in err and load_checkpoint(rescue).step == 2
+    shutil.rmtree(rescue)
