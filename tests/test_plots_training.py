@@ -79,6 +79,7 @@ def test_decoding_panels_show_the_filtered_probabilities():
     expected = next_token_probs(logits, top_k=2)[[1, 3, 2, 0]].tolist()
     assert [p.get_height() for p in top2.patches] == pytest.approx(expected)
     assert greedy.get_title() == "greedy (temperature=0)"
+    assert greedy.get_xlabel().startswith("candidate next token") and greedy.get_ylabel()
     # ids 1, 3, 2, 0 are ' ', '<', '&', '\n' (sorted characters), whitespace made visible
     assert [t.get_text() for t in greedy.get_xticklabels()] == ["'·'", "'<'", "'&'", "'↵'"]
     plt.close(fig)

@@ -234,6 +234,7 @@ def draw_distribution(
     ax.bar(range(len(candidates)), values, color=colours)
     ax.set_xticks(range(len(candidates)), labels, rotation=60, fontsize=8)
     ax.set_ylim(0, 1.05)
+    ax.set_xlabel("candidate next token (most likely first)", fontsize=8)
     ax.set_ylabel("probability")
     ax.set_title(title, fontsize=10)
     kept = int((probs > 0).sum())
