@@ -157,9 +157,14 @@ def load_model_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> No
         for name in sorted(set(expected) & set(tensors))
         if tensors[name].shape != expected[name].shape
     ]
+    mistyped = [f"{name}: checkpoint {tensors[name].dtype}, model {expected[name].dtype}"
+                for name in sorted(set(expected) & set(tensors))
+                if tensors[name].is_floating_point() != expected[name].is_floating_point()]
     problems = []
     if missing:
         problems.append(f"missing from the checkpoint: {missing}")
+    if mistyped:
+        problems.append("integer and floating-point tensors mixed up: " + "; ".join(mistyped[:3]))
     if unexpected:
         problems.append(f"not in the model: {unexpected}")
     if misshapen:
@@ -211,6 +216,28 @@ def _optimizer_from_files(tensors: dict, plain: dict) -> dict:
         for group in plain["param_groups"]
     ]
     return {"state": state, "param_groups": groups}
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """The saved state must fit ``optimizer``'s parameters: same keys for every parameter,
+    moment tensors of the parameter's shape, scalar step counts (else training would go on
+    with NaN, or fail at the first step)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    key_sets = {frozenset(values) for values in state_dict["state"].values()}
+    if len(key_sets) > 1:
+        entries = sorted(map(sorted, key_sets))
+        raise ValueError(f"parameters have different optimizer entries: {entries}")
+    for index, values in state_dict["state"].items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"optimizer state for parameter {index}, but there are {len(params)}")
+        for key, value in values.items():
+            if not torch.is_tensor(value):
+                continue
+            scalar = value.numel() == 1 and key == "step"
+            if not scalar and value.shape != params[index].shape:
+                raise ValueError(f"optimizer {key} of parameter {index} has shape "
+                                 f"{tuple(value.shape)}, the parameter "
+                                 f"{tuple(params[index].shape)}")
 
 
 # ---------------------------------------------------------------- random generators
@@ -391,7 +418,11 @@ def check_tensor_shapes(directory: str | os.PathLike, manifest: dict, config) ->
         raise CheckpointError(f"checkpoint file {path} is missing")
     with reading(path, "tensor file"), safe_open(path, framework="pt") as tensors:
         saved = {name: tuple(tensors.get_slice(name).get_shape()) for name in tensors.keys()}
-    with torch.device("meta"):
+    saved_layers = len({name.split(".")[1] for name in saved if name.startswith("blocks.")})
+    if config.n_layers != saved_layers:  # before building: a million layers take a while
+        raise CheckpointError(f"the checkpoint at {directory} is damaged: its model_config has "
+                              f"n_layers={config.n_layers}, its tensors {saved_layers} blocks")
+    with reading(directory, "model_config"), torch.device("meta"):
         skeleton = GPTModel(config)
     # Meta tensors have no memory to compare, so tied weights are found by name instead: a
     # parameter reached under a second name (the tied output head) is saved under its first.
@@ -428,7 +459,8 @@ def load_checkpoint(
     if model is None:
         from llmhelpers.model import GPTConfig, GPTModel
 
-        config = GPTConfig.from_dict(saved_config)
+        with reading(directory, "model_config"):
+            config = GPTConfig.from_dict(saved_config)
         check_tensor_shapes(directory, manifest, config)
         model = GPTModel(config)
     else:
@@ -453,6 +485,7 @@ def load_checkpoint(
         if optimizer_state is None:
             raise CheckpointError(f"the checkpoint at {directory} has no optimizer state")
         with reading(directory, "optimizer state"):
+            _check_optimizer_state(optimizer, optimizer_state)
             optimizer.load_state_dict(optimizer_state)
     rng_state = None
     if manifest.get("rng") is not None:

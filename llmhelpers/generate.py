@@ -4,7 +4,8 @@ Each step feeds the last ``context_length`` ids to the model, takes the logits o
 position, turns them into a probability distribution and picks the next id. The knobs:
 
 * ``temperature`` divides the logits before the softmax: below 1 sharpens, above 1 flattens,
-  and exactly 0 means greedy decoding (always the most likely id).
+  and 0 means greedy decoding (always the most likely id; so does a temperature too small
+  for float32, below about 1e-38).
 * ``top_k`` keeps only the ``k`` most likely ids (``None`` = off; larger than the vocabulary =
   no filtering).
 * ``top_p`` (nucleus sampling) keeps the smallest set of most likely ids whose probabilities
@@ -27,6 +28,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+# Temperatures below float32's smallest normal number decode greedily, like 0.
+FLOAT32_TINY = torch.finfo(torch.float32).tiny
 
 
 def _is_real(value: object) -> bool:
@@ -88,7 +92,7 @@ def next_token_probs(
             "logits must be finite (or -inf for ruled-out ids) with at least one finite value "
             "per row; got NaN, +inf or a row of -inf: the model's output is broken"
         )
-    if temperature == 0:
+    if temperature < FLOAT32_TINY:  # 0, or so small it would become 0 (and 0/0) in float32
         greedy = logits.argmax(dim=-1, keepdim=True)
         return torch.zeros_like(logits).scatter_(-1, greedy, 1.0)
 
@@ -103,7 +107,8 @@ def next_token_probs(
     if top_p is not None and top_p < 1.0:
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        keep_sorted = mass_before < top_p  # the first id always has mass_before == 0
+        keep_sorted = mass_before < top_p
+        keep_sorted[..., 0] = True  # the most likely id always stays (even if p rounds to 0)
         keep_mask = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
         probs = probs.masked_fill(~keep_mask, 0.0)
         probs = probs / probs.sum(dim=-1, keepdim=True)
@@ -122,7 +127,7 @@ def sample_next_token(
     if logits.dim() != 1:
         raise ValueError(f"logits must have shape (vocab,), got {tuple(logits.shape)}")
     probs = next_token_probs(logits, temperature, top_k, top_p, vocab_size)
-    if temperature == 0:
+    if temperature < FLOAT32_TINY:
         return int(probs.argmax())
     return int(torch.multinomial(probs, 1, generator=generator))
 
@@ -208,7 +213,7 @@ def generate_stream(
     ids. ``seed`` makes sampling repeat; it uses a private generator.
     """
     _check_sampling_args(temperature, top_k, top_p)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
         raise TypeError(f"max_new_tokens must be an int, got {max_new_tokens!r}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -226,10 +231,11 @@ def generate_stream(
                              f"or None, got {eos_id}")
     generator = torch.Generator()
     if seed is not None:
-        generator.manual_seed(seed)
+        generator.manual_seed(int(seed))
     else:
         generator.seed()
-    return _stream(model, context, max_new_tokens, temperature, top_k, top_p, eos_id, generator)
+    return _stream(model, context, int(max_new_tokens), temperature, top_k, top_p, eos_id,
+                   generator)
 
 
 def _stream(model, context, max_new_tokens, temperature, top_k, top_p, eos_id, generator):

@@ -399,16 +399,19 @@ class TrainingDivergedError(FloatingPointError):
 # ---------------------------------------------------------------- the trainer
 @contextlib.contextmanager
 def interrupts_set(event: threading.Event) -> Iterator[None]:
-    """Inside, Ctrl-C (SIGINT) sets ``event`` instead of raising KeyboardInterrupt (main
-    thread only; elsewhere this does nothing)."""
+    """Inside, Ctrl-C (SIGINT) and SIGTERM set ``event`` instead of ending the process (main
+    thread only; elsewhere this does nothing). torchrun answers a second Ctrl-C by sending its
+    workers SIGTERM, which must not cut a checkpoint save short."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(number, lambda signum, frame: event.set()) for number in signals]
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in zip(signals, previous, strict=True):
+            signal.signal(number, handler)
 
 
 class Trainer:
@@ -1039,8 +1042,13 @@ def _settings_from(args: argparse.Namespace) -> dict[str, dict]:
     if args.config:
         try:
             loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
+        except OSError as error:
+            raise ValueError(f"--config {args.config} cannot be read: {error.strerror}") from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"--config {args.config} is not valid JSON: {error}") from error
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config {args.config} must hold a JSON object with 'data', "
+                             f"'model' and 'train' sections, got {type(loaded).__name__}")
         unknown = sorted(set(loaded) - set(settings))
         if unknown:
             raise ValueError(f"--config {args.config}: unknown sections {unknown}; "
@@ -1051,10 +1059,16 @@ def _settings_from(args: argparse.Namespace) -> dict[str, dict]:
                 raise ValueError(f"--config {args.config}: section {section!r} must be a JSON "
                                  f"object, got {type(given).__name__}")
             settings[section].update(given)
-        unknown = sorted(set(settings["data"]) - set(DATA_FIELDS))
-        if unknown:
-            raise ValueError(f"--config {args.config}: unknown 'data' settings {unknown}; "
-                             f"allowed: {list(DATA_FIELDS)} (with underscores)")
+        from llmhelpers.model import GPTConfig
+
+        allowed = {"data": list(DATA_FIELDS),
+                   "model": ["gpt2_size", *(f.name for f in dataclasses.fields(GPTConfig))],
+                   "train": [f.name for f in dataclasses.fields(TrainConfig)]}
+        for section, names in allowed.items():
+            unknown = sorted(set(settings[section]) - set(names))
+            if unknown:
+                raise ValueError(f"--config {args.config}: unknown {section!r} settings "
+                                 f"{unknown}; allowed: {names} (with underscores)")
     flags = {k: v for k, v in vars(args).items() if v is not None}
     settings["data"].update({k: flags[k] for k in DATA_FIELDS if k in flags})
     settings["model"].update({k: flags[k] for k in ("gpt2_size", *MODEL_FIELDS) if k in flags})
@@ -1067,6 +1081,10 @@ def _normalised_data(data: dict) -> dict:
     """Corpus and tokenizer settings with defaults filled in and unused ones set to None."""
     data = {"corpus": "tiny-shakespeare", "text_file": None, "tokenizer": "shakespeare-bpe",
             "vocab_size": DEFAULT_VOCAB_SIZE, **data}
+    for name in ("corpus", "text_file", "tokenizer"):
+        if data[name] is not None and not isinstance(data[name], str):
+            raise TypeError(f"{name} must be a string, got {type(data[name]).__name__} "
+                            f"{data[name]!r}")
     if data["text_file"]:
         data["text_file"] = str(Path(data["text_file"]).resolve())
         data["corpus"] = None
@@ -1098,7 +1116,7 @@ def _resume_data(manifest: dict, given: dict, out: Path) -> dict:
     saved = (manifest.get("extra") or {}).get("data")
     if saved is None:  # an older checkpoint: only the tokenizer was recorded
         identity = manifest.get("tokenizer") or {}
-        if not identity:
+        if not identity.get("name"):
             raise CheckpointError(f"the checkpoint in {out} records no tokenizer or corpus")
         saved = _normalised_data({"tokenizer": identity["name"], **identity.get("settings", {}),
                                   **{k: given[k] for k in ("corpus", "text_file") if k in given}})
@@ -1244,7 +1262,8 @@ def _make_trainer(args: argparse.Namespace) -> Trainer:
         trainer = Trainer.from_checkpoint(
             out, corpus.train_ids, corpus.val_ids, tokenizer, **settings["train"]
         )
-        notices = _resume_notices(manifest, settings["train"], trainer.world_size)
+        with reading(out, "train_config"):
+            notices = _resume_notices(manifest, settings["train"], trainer.world_size)
         for notice in notices if trainer.is_main else ():
             print(notice, file=sys.stderr)
     else:

@@ -286,6 +286,15 @@ def _edit_state_file(directory, keep):
     save_file({k: v for k, v in load_file(path).items() if keep(k)}, path)
 
 
+def _replace_state_tensor(directory, name, tensor):
+    from safetensors.torch import load_file, save_file
+
+    path = directory / read_manifest(directory)["files"]["state"]
+    tensors = load_file(path)
+    assert name in tensors
+    save_file({**tensors, name: tensor}, path)
+
+
 @pytest.mark.parametrize(
     "damage, words",
     [
@@ -295,6 +304,12 @@ def _edit_state_file(directory, keep):
          "optimizer tensors for parameters .* are missing"),
         (lambda d, m: _edit_state_file(d, lambda k: not k.startswith("rng.")),
          r"its random state cannot be read \(KeyError: 'rng.torch'\)"),
+        (lambda d, m: _edit_state_file(d, lambda k: k != "optimizer.0.exp_avg"),
+         r"parameters have different optimizer entries"),
+        (lambda d, m: _replace_state_tensor(d, "optimizer.0.exp_avg", torch.zeros(3)),
+         r"optimizer exp_avg of parameter 0 has shape \(3,\), the parameter \(40, 16\)"),
+        (lambda d, m: _replace_state_tensor(d, "optimizer.0.step", torch.zeros(5)),
+         r"optimizer step of parameter 0 has shape \(5,\)"),
         (lambda d, m: m["optimizer"]["state_values"].update(nodot=1),
          "its optimizer state cannot be read"),
         (lambda d, m: m["rng"].update(python=[1, 2]), "its random state cannot be read"),
@@ -312,10 +327,14 @@ def test_damage_that_passes_the_hash_check_is_still_a_checkpoint_error(tmp_path,
         load_checkpoint(tmp_path, fresh_model, fresh_optimizer, restore_rng=True)
 
 
-@pytest.mark.parametrize("field, value", [("context_length", 10**6), ("d_model", 4096),
-                                          ("n_layers", 200)])
-def test_an_edited_config_is_refused_before_a_model_is_allocated(tmp_path, monkeypatch,
-                                                                 field, value):
+@pytest.mark.parametrize("field, value, words, skeletons", [
+    ("context_length", 10**6, "model_config does not match its tensors", ["meta"]),
+    ("context_length", 10**12, "its model_config cannot be read", ["meta"]),
+    ("d_model", 4096, "model_config does not match its tensors", ["meta"]),
+    ("n_layers", 10**6, "model_config has n_layers=1000000, its tensors 2 blocks", []),
+])
+def test_an_edited_config_is_refused_before_a_model_is_allocated(tmp_path, monkeypatch, field,
+                                                                 value, words, skeletons):
     model, _ = trained_pair()
     save_checkpoint(tmp_path, model)
     path = tmp_path / "checkpoint.json"
@@ -330,6 +349,14 @@ def test_an_edited_config_is_refused_before_a_model_is_allocated(tmp_path, monke
         real_init(self, config)
 
     monkeypatch.setattr(GPTModel, "__init__", record)
-    with pytest.raises(CheckpointError, match="model_config does not match its tensors"):
+    with pytest.raises(CheckpointError, match=words):
         load_checkpoint(tmp_path)
-    assert built == ["meta"]  # only the memory-free skeleton was built
+    assert built == skeletons  # at most the memory-free skeleton was built
+
+
+def test_integer_weights_where_floats_belong_are_refused(tmp_path):
+    model, _ = trained_pair()
+    tensors, _ = unique_state_dict(model)
+    tensors["pos_emb.weight"] = tensors["pos_emb.weight"].to(torch.int32)
+    with pytest.raises(CheckpointError, match="integer and floating-point tensors mixed up"):
+        load_model_tensors(trained_pair(seed=1)[0], tensors)

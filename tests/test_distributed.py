@@ -1,6 +1,7 @@
 """Scale-out: the training command under torchrun with 2 CPU processes (DDP over gloo) gives
 the same result as one process with the same global batch."""
 
+import contextlib
 import os
 import re
 import signal
@@ -58,8 +59,9 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
 
 def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path):
     """A terminal's Ctrl-C sends SIGINT to torchrun and to both workers (and torchrun sends it
-    on again). No rank may be left waiting in a collective: all stop after the same step, rank
-    0 saves, and the workers exit well before torchrun's 30 s grace period ends in SIGKILL."""
+    on again; a second Ctrl-C makes it send SIGTERM). No rank may be left waiting in a
+    collective: all stop after the same step, rank 0 saves, and the workers exit well before
+    torchrun's 30 s grace period ends in SIGKILL."""
     from llmhelpers.tokenizer import shakespeare_bpe
 
     shakespeare_bpe()
@@ -79,6 +81,9 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_saves(tmp_path):
             time.sleep(0.2)
         time.sleep(1.0)
         os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):  # an impatient second Ctrl-C: torchrun
+            os.killpg(job.pid, signal.SIGINT)  # then sends its workers SIGTERM
         log, _ = job.communicate(timeout=25)
     finally:
         if job.poll() is None:

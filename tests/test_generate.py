@@ -69,6 +69,15 @@ def test_temperature_zero_is_greedy_argmax():
         assert sample_next_token(logits, temperature=0, generator=generator) == 1
 
 
+@pytest.mark.parametrize("temperature, top_p", [(1e-300, None), (1.0, 1e-320), (5e-324, 1e-320)])
+def test_values_that_round_to_zero_in_float32_still_give_a_distribution(temperature, top_p):
+    logits = torch.tensor([0.0, 3.0, 1.0])
+    probs = next_token_probs(logits, temperature=temperature, top_p=top_p)
+    assert probs.tolist() == [0.0, 1.0, 0.0]  # the most likely id, no NaN
+    assert generate(NextIdModel(), [1], 3, temperature=temperature, top_p=top_p, seed=0) == [
+        1, 2, 3, 4]
+
+
 def test_tiny_temperature_does_not_overflow():
     logits = torch.tensor([3e37, -3e38, 1e30, 2.9e37])
     probs = next_token_probs(logits, temperature=1e-6)
@@ -104,6 +113,9 @@ def test_sampling_knobs_must_be_plain_numbers(name, value):
 
 def test_numpy_numbers_are_accepted_like_python_ones():
     import numpy as np
+
+    assert generate(NextIdModel(), [1], np.int64(2), seed=np.int64(0)) == generate(
+        NextIdModel(), [1], 2, seed=0)
 
     logits = torch.tensor([0.0, 1.0, 2.0])
     assert torch.equal(next_token_probs(logits, np.float32(0.5), np.int64(2), np.float64(0.9)),

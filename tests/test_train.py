@@ -796,6 +796,11 @@ def test_command_line_checks_out_corpus_and_model_before_training(tmp_path, caps
     ({"data": {"vocab-size": 300}}, r"unknown 'data' settings \['vocab-size'\]"),
     ({"train": []}, "section 'train' must be a JSON object, got list"),
     ({"model": "big"}, "section 'model' must be a JSON object, got str"),
+    ({"train": {"max_step": 3}}, r"unknown 'train' settings \['max_step'\]; allowed: \['max_st"),
+    ({"model": {"layers": 3}}, r"unknown 'model' settings \['layers'\]"),
+    ({"data": {"text_file": 5}}, "text_file must be a string, got int 5"),
+    ("train", "must hold a JSON object with 'data', 'model' and 'train' sections, got str"),
+    (5, "must hold a JSON object .* got int"),
 ])
 def test_a_config_file_with_unknown_or_malformed_sections_is_refused(tmp_path, capsys,
                                                                       content, words):
@@ -856,3 +861,20 @@ def test_a_save_that_fails_after_training_keeps_the_model_elsewhere(tmp_path, ca
     rescue = re.search(r"the model is saved in (\S+) instead", err).group(1)
     assert "No space left on device" in err and load_checkpoint(rescue).step == 2
     shutil.rmtree(rescue)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: m.update(train_config={}, extra={**m["extra"], "world_size": 3}),
+     r"its train_config cannot be read \(KeyError"),
+    (lambda m: (m["extra"].pop("data"), m["tokenizer"].pop("name")),
+     "records no tokenizer or corpus"),
+])
+def test_resume_names_a_hand_edited_manifest(tmp_path, capsys, edit, words):
+    from llmhelpers.train import main
+
+    main(cli_args(tmp_path, "--text-file", cli_corpus(tmp_path), "--steps", "2", "--stop-at", "1"))
+    path = tmp_path / "run" / "checkpoint.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    assert re.search(words, cli_error(capsys, cli_args(tmp_path, "--resume")))
