@@ -397,6 +397,19 @@ class TrainingDivergedError(FloatingPointError):
 
 
 # ---------------------------------------------------------------- the trainer
+def check_saved_train_config(manifest: dict, directory: str | os.PathLike) -> None:
+    """A checkpoint to resume must record every training setting: one left out would quietly
+    become its default, and the run would go on with another schedule."""
+    saved = manifest.get("train_config")
+    if saved is None:
+        raise CheckpointError(f"the checkpoint in {directory} has no training settings "
+                              "(train_config): it was not written by a training run")
+    missing = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(saved))
+    if missing:
+        raise CheckpointError(f"the checkpoint at {directory} is damaged: its train_config "
+                              f"lacks {missing}")
+
+
 @contextlib.contextmanager
 def interrupts_set(event: threading.Event) -> Iterator[None]:
     """Inside, Ctrl-C (SIGINT) and SIGTERM set ``event`` instead of ending the process (main
@@ -754,12 +767,11 @@ class Trainer:
         from llmhelpers.model import GPTConfig, GPTModel
 
         manifest = read_manifest(directory)
-        if manifest.get("train_config") is None:
-            raise CheckpointError(f"the checkpoint in {directory} has no training settings "
-                                  "(train_config): it was not written by a Trainer")
+        check_saved_train_config(manifest, directory)
         with reading(directory, "train_config"):
             config = TrainConfig(**{**manifest["train_config"], **config_changes})
-        model_config = GPTConfig.from_dict(manifest["model_config"])
+        with reading(directory, "model_config"):
+            model_config = GPTConfig.from_dict(manifest["model_config"])
         check_tensor_shapes(directory, manifest, model_config)  # before allocating the model
         trainer = cls(
             GPTModel(model_config), train_ids, val_ids, config, tokenizer, callbacks,
@@ -1213,9 +1225,7 @@ def _make_trainer(args: argparse.Namespace) -> Trainer:
     manifest = None
     if args.resume:
         manifest = read_manifest(out)  # CheckpointError when missing or damaged
-        if manifest.get("train_config") is None:
-            raise CheckpointError(f"the checkpoint in {out} has no training settings "
-                                  "(train_config): it was not written by a training run")
+        check_saved_train_config(manifest, out)
         data = _resume_data(manifest, settings["data"], out)
         with reading(out, "data settings (extra.data)"):
             data = _normalised_data(data)

@@ -864,8 +864,10 @@ def test_a_save_that_fails_after_training_keeps_the_model_elsewhere(tmp_path, ca
 
 
 @pytest.mark.parametrize("edit, words", [
-    (lambda m: m.update(train_config={}, extra={**m["extra"], "world_size": 3}),
-     r"its train_config cannot be read \(KeyError"),
+    (lambda m: m.update(train_config={}), r"its train_config lacks \['batch_size', "),
+    (lambda m: m["train_config"].pop("lr"), r"its train_config lacks \['lr'\]"),
+    (lambda m: m["train_config"].update(lr=True), "its train_config cannot be read .*lr"),
+    (lambda m: m["model_config"].update(n_layers=-1), "its model_config cannot be read"),
     (lambda m: (m["extra"].pop("data"), m["tokenizer"].pop("name")),
      "records no tokenizer or corpus"),
 ])
@@ -877,4 +879,5 @@ def test_resume_names_a_hand_edited_manifest(tmp_path, capsys, edit, words):
     manifest = json.loads(path.read_text())
     edit(manifest)
     path.write_text(json.dumps(manifest))
-    assert re.search(words, cli_error(capsys, cli_args(tmp_path, "--resume")))
+    line = cli_error(capsys, ["--out", str(tmp_path / "run"), "--resume", "--no-progress"])
+    assert re.search(words, line), line
